@@ -1,0 +1,211 @@
+//! `initialize` and `session/start`.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ts_rs::TS;
+
+use crate::InitialHistory;
+
+/// Who is on the other end, for logs and rollouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct PeerInfo {
+    /// A short program name, e.g. `"deputy"` or `"my-editor-extension"`.
+    pub name: String,
+    /// The program's version, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub version: Option<String>,
+}
+
+/// What the host (client) can do. Reserved for growth: version 1 defines no
+/// client capability, and agents ignore what they do not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct ClientCapabilities {
+    /// Free-form, non-standard capabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub experimental: Option<Value>,
+}
+
+/// Params of `initialize`, the first request a host sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct InitializeParams {
+    /// The protocol version the host speaks; [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    pub client_info: PeerInfo,
+    #[serde(default)]
+    pub capabilities: ClientCapabilities,
+    /// Extension point: anything, ignored by peers that do not know it.
+    #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
+    #[ts(rename = "_meta", optional)]
+    pub meta: Option<Value>,
+}
+
+/// What the agent can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct AgentCapabilities {
+    /// The `Op` types this agent accepts in `submit` (e.g. `user_input`,
+    /// `interrupt`, `shutdown`).
+    #[serde(default)]
+    pub ops: Vec<String>,
+    /// The models (brains) this agent can run, by name (e.g. `shell`, `script`).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The `InitialHistory` types this agent supports (`new`, `resumed`, `forked`).
+    #[serde(default)]
+    pub initial_history: Vec<String>,
+    /// The longest line, in bytes, this agent reads; longer lines are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub max_line_bytes: Option<u64>,
+}
+
+/// Result of `initialize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct InitializeResult {
+    /// The protocol version the agent will speak (equal to the requested one).
+    pub protocol_version: u32,
+    pub agent_info: PeerInfo,
+    #[serde(default)]
+    pub capabilities: AgentCapabilities,
+    #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
+    #[ts(rename = "_meta", optional)]
+    pub meta: Option<Value>,
+}
+
+/// Why the session exists: who started it. Recorded in the rollout.
+///
+/// On the wire: `"cli"`, `"exec"`, `"ide"`, `"mcp"`, `"unknown"`,
+/// `{"subagent": "review"}`, `{"subagent": "compact"}` or
+/// `{"subagent": {"other": "NAME"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionSource {
+    Cli,
+    Exec,
+    Ide,
+    Mcp,
+    Subagent(SubAgentSource),
+    #[default]
+    Unknown,
+}
+
+/// What a sub-agent session was delegated to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SubAgentSource {
+    Review,
+    Compact,
+    Other(String),
+}
+
+/// When the agent asks the host before running a tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    /// Ask before every command and every patch (the default for a sub-agent).
+    #[default]
+    AskAlways,
+    /// Ask unless the command is a known read-only one (`ls`, `cat`, `grep`,
+    /// `git status`, …); patches are always asked.
+    AskUnlessReadOnly,
+    /// Never ask: every tool call runs. An explicit opt-in.
+    NeverAsk,
+}
+
+/// Which brain decides the turn's actions, and its settings.
+///
+/// Built-in names: `shell` (deterministic, no network: `$ cmd` lines run,
+/// patch blocks apply, other text is echoed back) and `script` (plays
+/// `scenario`). Other names are agent-specific (e.g. `openai:MODEL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct ModelSelection {
+    pub name: String,
+    /// Path of a scenario file, for the `script` model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub scenario: Option<PathBuf>,
+    /// Base URL of an HTTP model endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the endpoint's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub api_key_env: Option<String>,
+}
+
+impl ModelSelection {
+    pub fn named(name: impl Into<String>) -> Self {
+        ModelSelection { name: name.into(), scenario: None, base_url: None, api_key_env: None }
+    }
+}
+
+/// How commands run by the agent are set up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct ExecSettings {
+    /// Per-command timeout in milliseconds (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub timeout_ms: Option<u64>,
+    /// Keep environment variables whose names contain KEY, SECRET, TOKEN or
+    /// PASSWORD (they are removed by default).
+    #[serde(default)]
+    pub keep_secret_env: bool,
+}
+
+/// Params of `session/start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct SessionStartParams {
+    /// The session's working directory: commands run here and patches are
+    /// relative to it. Must be absolute.
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub source: SessionSource,
+    #[serde(default)]
+    pub initial_history: InitialHistory,
+    #[serde(default)]
+    pub approval_policy: ApprovalPolicy,
+    /// The brain; the agent's default (`shell` for `deputy agent`) if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub model: Option<ModelSelection>,
+    /// Directories, besides `cwd`, that patches may write to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<PathBuf>>")]
+    pub writable_roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub exec: ExecSettings,
+    #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
+    #[ts(rename = "_meta", optional)]
+    pub meta: Option<Value>,
+}
+
+impl SessionStartParams {
+    /// A new session in `cwd` with every other setting at its default.
+    pub fn new(cwd: impl Into<PathBuf>) -> Self {
+        SessionStartParams {
+            cwd: cwd.into(),
+            source: SessionSource::default(),
+            initial_history: InitialHistory::New,
+            approval_policy: ApprovalPolicy::default(),
+            model: None,
+            writable_roots: Vec::new(),
+            exec: ExecSettings::default(),
+            meta: None,
+        }
+    }
+}
+
+/// Result of `session/start`. The agent also emits `session_configured`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct SessionStartResult {
+    pub session_id: String,
+    /// Where the session's rollout is written, if it is persisted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub rollout_path: Option<PathBuf>,
+}

@@ -1,0 +1,229 @@
+// Generated from the deputy-protocol crate by `deputy schema`; do not edit.
+// Protocol version 1. See PROTOCOL.md for the semantics.
+
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
+export type RequestId = number | string;
+
+export type PeerInfo = { 
+/**
+ * A short program name, e.g. `"deputy"` or `"my-editor-extension"`.
+ */
+name: string, 
+/**
+ * The program's version, if it has one.
+ */
+version?: string, };
+
+export type ClientCapabilities = { 
+/**
+ * Free-form, non-standard capabilities.
+ */
+experimental?: JsonValue, };
+
+export type InitializeParams = { 
+/**
+ * The protocol version the host speaks; [`crate::PROTOCOL_VERSION`].
+ */
+protocol_version: number, client_info: PeerInfo, capabilities: ClientCapabilities, 
+/**
+ * Extension point: anything, ignored by peers that do not know it.
+ */
+_meta?: JsonValue, };
+
+export type AgentCapabilities = { 
+/**
+ * The `Op` types this agent accepts in `submit` (e.g. `user_input`,
+ * `interrupt`, `shutdown`).
+ */
+ops: Array<string>, 
+/**
+ * The models (brains) this agent can run, by name (e.g. `shell`, `script`).
+ */
+models: Array<string>, 
+/**
+ * The `InitialHistory` types this agent supports (`new`, `resumed`, `forked`).
+ */
+initial_history: Array<string>, 
+/**
+ * The longest line, in bytes, this agent reads; longer lines are rejected.
+ */
+max_line_bytes?: number, };
+
+export type InitializeResult = { 
+/**
+ * The protocol version the agent will speak (equal to the requested one).
+ */
+protocol_version: number, agent_info: PeerInfo, capabilities: AgentCapabilities, _meta?: JsonValue, };
+
+export type SessionSource = "cli" | "exec" | "ide" | "mcp" | { "subagent": SubAgentSource } | "unknown";
+
+export type SubAgentSource = "review" | "compact" | { "other": string };
+
+export type ApprovalPolicy = "ask_always" | "ask_unless_read_only" | "never_ask";
+
+export type ModelSelection = { name: string, 
+/**
+ * Path of a scenario file, for the `script` model.
+ */
+scenario?: string, 
+/**
+ * Base URL of an HTTP model endpoint.
+ */
+base_url?: string, 
+/**
+ * Name of the environment variable holding the endpoint's API key.
+ */
+api_key_env?: string, };
+
+export type ExecSettings = { 
+/**
+ * Per-command timeout in milliseconds (default 60000).
+ */
+timeout_ms?: number, 
+/**
+ * Keep environment variables whose names contain KEY, SECRET, TOKEN or
+ * PASSWORD (they are removed by default).
+ */
+keep_secret_env: boolean, };
+
+export type SessionStartParams = { 
+/**
+ * The session's working directory: commands run here and patches are
+ * relative to it. Must be absolute.
+ */
+cwd: string, source: SessionSource, initial_history: InitialHistory, approval_policy: ApprovalPolicy, 
+/**
+ * The brain; the agent's default (`shell` for `deputy agent`) if absent.
+ */
+model?: ModelSelection, 
+/**
+ * Directories, besides `cwd`, that patches may write to.
+ */
+writable_roots?: Array<string>, exec: ExecSettings, _meta?: JsonValue, };
+
+export type SessionStartResult = { session_id: string, 
+/**
+ * Where the session's rollout is written, if it is persisted.
+ */
+rollout_path?: string, };
+
+export type Submission = { id?: string, op: Op, };
+
+export type SubmitResult = { id: string, };
+
+export type Op = { "type": "user_input", items: Array<InputItem>, } | { "type": "interrupt" } | { "type": "shutdown" };
+
+export type InputItem = { "type": "text", text: string, };
+
+export type Event = { 
+/**
+ * The id of the submission that caused this event (`""` for events that
+ * belong to no submission, such as `session_configured`).
+ */
+id: string, msg: EventMsg, };
+
+export type EventMsg = { "type": "session_configured", session_id: string, 
+/**
+ * The model (brain) name in use.
+ */
+model: string, rollout_path?: string, 
+/**
+ * How many items of history were loaded (0 for a new session).
+ */
+history_len: number, 
+/**
+ * The last token usage found in the loaded history.
+ */
+token_usage?: TokenUsageInfo, cwd: string, approval_policy: ApprovalPolicy, 
+/**
+ * Set when this session was forked from another.
+ */
+forked_from?: string, } | { "type": "task_started", turn_id: string, model_context_window?: number, } | { "type": "task_complete", turn_id: string, last_agent_message?: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, } | { "type": "agent_message", message: string, } | { "type": "agent_message_delta", delta: string, } | { "type": "agent_reasoning", text: string, } | { "type": "agent_reasoning_delta", delta: string, } | { "type": "token_count", info?: TokenUsageInfo, } | { "type": "exec_command_begin", call_id: string, turn_id: string, command: Array<string>, cwd: string, } | { "type": "exec_command_output_delta", call_id: string, stream: ExecOutputStream, chunk: string, } | { "type": "exec_command_end", call_id: string, turn_id: string, 
+/**
+ * The exit code; 128 + N when killed by signal N; -1 if it never ran.
+ */
+exit_code: number, duration_ms: number, 
+/**
+ * stdout and stderr interleaved as read, capped: the first and last
+ * 64 KiB are kept and the middle replaced by a marker.
+ */
+output: string, 
+/**
+ * True when `output` was cut.
+ */
+truncated: boolean, timed_out: boolean, } | { "type": "patch_apply_begin", call_id: string, turn_id: string, 
+/**
+ * True when no approval was asked (policy or session grant).
+ */
+auto_approved: boolean, changes: { [key in string]: FileChange }, } | { "type": "patch_apply_end", call_id: string, turn_id: string, success: boolean, stdout: string, stderr: string, } | { "type": "error", message: string, } | { "type": "stream_error", message: string, } | { "type": "warning", message: string, } | { "type": "background_event", message: string, } | { "type": "shutdown_complete" };
+
+export type TokenUsage = { input_tokens: number, cached_input_tokens: number, output_tokens: number, reasoning_output_tokens: number, total_tokens: number, };
+
+export type TokenUsageInfo = { total_token_usage: TokenUsage, last_token_usage: TokenUsage, model_context_window?: number, };
+
+export type TurnAbortReason = "interrupted" | "replaced" | "shutdown";
+
+export type ExecOutputStream = "stdout" | "stderr";
+
+export type ExecApprovalParams = { 
+/**
+ * The tool call this approval is for (matches `exec_command_begin`).
+ */
+call_id: string, 
+/**
+ * Identifies this approval when one call needs several; absent means
+ * `call_id` identifies it. Answers are keyed by [`Self::approval_key`].
+ */
+approval_id?: string, turn_id: string, 
+/**
+ * The argv to run (no shell unless argv itself is e.g. `sh -c …`).
+ */
+command: Array<string>, cwd: string, reason?: string, };
+
+export type PatchApprovalParams = { call_id: string, turn_id: string, 
+/**
+ * The changes, by path (relative to the session's cwd, or absolute).
+ */
+changes: { [key in string]: FileChange }, reason?: string, 
+/**
+ * Set when the patch writes outside the session's writable roots: an
+ * approval also grants writes under this directory for the session.
+ */
+grant_root?: string, };
+
+export type FileChange = { "type": "add", content: string, } | { "type": "delete", content: string, } | { "type": "update", unified_diff: string, move_path?: string, };
+
+export type ReviewDecision = "approved" | "approved_for_session" | "denied" | "abort";
+
+export type ApprovalResult = { decision: ReviewDecision, };
+
+export type CancelRequestParams = { id: RequestId, };
+
+export type InitialHistory = { "type": "new" } | { "type": "resumed", from: HistorySource, } | { "type": "forked", from: HistorySource, };
+
+export type HistorySource = { "rollout_path": string } | { "session_id": string } | { "items": Array<RolloutItem> };
+
+export type SessionMeta = { session_id: string, 
+/**
+ * RFC 3339 time the session was created.
+ */
+created_at: string, cwd: string, source: SessionSource, model: string, approval_policy: ApprovalPolicy, 
+/**
+ * The session id this one was forked from.
+ */
+forked_from?: string, 
+/**
+ * The version of the agent that wrote it.
+ */
+agent_version: string, };
+
+export type ApprovalKind = "exec" | "patch";
+
+export type RolloutItem = { "type": "session_meta" } & SessionMeta | { "type": "user_input", turn_id: string, items: Array<InputItem>, } | { "type": "agent_message", turn_id: string, message: string, } | { "type": "reasoning", turn_id: string, text: string, } | { "type": "tool_call", turn_id: string, call_id: string, name: string, arguments: JsonValue, } | { "type": "tool_result", turn_id: string, call_id: string, success: boolean, output: string, } | { "type": "approval", turn_id: string, call_id: string, kind: ApprovalKind, decision: ReviewDecision, } | { "type": "token_count", info: TokenUsageInfo, } | { "type": "turn_complete", turn_id: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, };
+
+export type RolloutLine = { 
+/**
+ * RFC 3339 time the item was written.
+ */
+timestamp: string, } & ({ "type": "session_meta" } & SessionMeta | { "type": "user_input", turn_id: string, items: Array<InputItem>, } | { "type": "agent_message", turn_id: string, message: string, } | { "type": "reasoning", turn_id: string, text: string, } | { "type": "tool_call", turn_id: string, call_id: string, name: string, arguments: JsonValue, } | { "type": "tool_result", turn_id: string, call_id: string, success: boolean, output: string, } | { "type": "approval", turn_id: string, call_id: string, kind: ApprovalKind, decision: ReviewDecision, } | { "type": "token_count", info: TokenUsageInfo, } | { "type": "turn_complete", turn_id: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, });
