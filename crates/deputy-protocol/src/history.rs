@@ -72,24 +72,55 @@ pub enum ApprovalKind {
 pub enum RolloutItem {
     SessionMeta(SessionMeta),
     /// The user's input that started a turn.
-    UserInput { turn_id: String, items: Vec<InputItem> },
+    UserInput {
+        turn_id: String,
+        items: Vec<InputItem>,
+    },
     /// A complete agent message.
-    AgentMessage { turn_id: String, message: String },
+    AgentMessage {
+        turn_id: String,
+        message: String,
+    },
     /// A complete piece of reasoning.
-    Reasoning { turn_id: String, text: String },
+    Reasoning {
+        turn_id: String,
+        text: String,
+    },
     /// The model asked for a tool: `name` is `shell` (arguments
     /// `{"command": [argv…]}`) or `apply_patch` (arguments `{"patch": "…"}`).
-    ToolCall { turn_id: String, call_id: String, name: String, arguments: Value },
+    ToolCall {
+        turn_id: String,
+        call_id: String,
+        name: String,
+        arguments: Value,
+    },
     /// What the tool call produced (as fed back to the model).
-    ToolResult { turn_id: String, call_id: String, success: bool, output: String },
+    ToolResult {
+        turn_id: String,
+        call_id: String,
+        success: bool,
+        output: String,
+    },
     /// An approval asked and its answer.
-    Approval { turn_id: String, call_id: String, kind: ApprovalKind, decision: ReviewDecision },
+    Approval {
+        turn_id: String,
+        call_id: String,
+        kind: ApprovalKind,
+        decision: ReviewDecision,
+    },
     /// Token usage after a model call.
-    TokenCount { info: TokenUsageInfo },
+    TokenCount {
+        info: TokenUsageInfo,
+    },
     /// The turn completed.
-    TurnComplete { turn_id: String },
+    TurnComplete {
+        turn_id: String,
+    },
     /// The turn was aborted.
-    TurnAborted { turn_id: String, reason: TurnAbortReason },
+    TurnAborted {
+        turn_id: String,
+        reason: TurnAbortReason,
+    },
 }
 
 /// One line of a rollout file: a timestamp and an item.

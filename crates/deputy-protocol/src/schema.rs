@@ -173,7 +173,9 @@ pub fn stale_files(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
         match std::fs::read_to_string(dir.join(&file.path)) {
             Ok(on_disk) if on_disk == file.contents => {}
             Ok(_) => stale.push(format!("{} (differs)", file.path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => stale.push(format!("{} (missing)", file.path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                stale.push(format!("{} (missing)", file.path))
+            }
             Err(e) => return Err(e),
         }
     }

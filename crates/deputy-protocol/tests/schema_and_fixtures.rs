@@ -80,13 +80,18 @@ fn every_root_type_has_fixtures_that_validate_and_roundtrip() {
         for (i, fixture) in fixtures.iter().enumerate() {
             let errors: Vec<String> = validator.iter_errors(fixture).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{name}[{i}] does not match its schema: {errors:?}");
-            let again = roundtrip(name, fixture).unwrap_or_else(|e| panic!("{name}[{i}] does not decode: {e}"));
+            let again =
+                roundtrip(name, fixture).unwrap_or_else(|e| panic!("{name}[{i}] does not decode: {e}"));
             let errors: Vec<String> = validator.iter_errors(&again).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{name}[{i}] re-encoded does not match its schema: {errors:?}");
             // Encoding may add defaulted fields, but must keep every field given.
             let given = without_nulls(fixture);
             for (key, value) in given.as_object().unwrap() {
-                assert_eq!(again.get(key).map(without_nulls).as_ref(), Some(value), "{name}[{i}].{key} changed");
+                assert_eq!(
+                    again.get(key).map(without_nulls).as_ref(),
+                    Some(value),
+                    "{name}[{i}].{key} changed"
+                );
             }
             // And a second trip is the identity.
             assert_eq!(roundtrip(name, &again).unwrap(), again, "{name}[{i}] is not stable");
@@ -119,7 +124,8 @@ fn every_method_in_the_catalogue_has_schema_files() {
 
 #[test]
 fn unknown_op_names_the_variant_in_the_decoder_error() {
-    let err = serde_json::from_value::<Submission>(serde_json::json!({"op": {"type": "compact"}})).unwrap_err();
+    let err =
+        serde_json::from_value::<Submission>(serde_json::json!({"op": {"type": "compact"}})).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("compact") && text.contains("user_input"), "{text}");
 }
@@ -127,9 +133,14 @@ fn unknown_op_names_the_variant_in_the_decoder_error() {
 #[test]
 fn unknown_event_types_decode_as_unknown_for_forward_compatibility() {
     let event: Event =
-        serde_json::from_value(serde_json::json!({"id": "1", "msg": {"type": "future_thing", "x": 1}})).unwrap();
+        serde_json::from_value(serde_json::json!({"id": "1", "msg": {"type": "future_thing", "x": 1}}))
+            .unwrap();
     assert_eq!(event.msg, EventMsg::Unknown);
-    assert!(!schema::generate().iter().any(|f| f.contents.contains("\"unknown\"") && f.path.ends_with("Event.json")));
+    assert!(
+        !schema::generate()
+            .iter()
+            .any(|f| f.contents.contains("\"unknown\"") && f.path.ends_with("Event.json"))
+    );
 }
 
 #[test]
