@@ -1,0 +1,123 @@
+//! Newline-delimited JSON-RPC 2.0 between two symmetric peers.
+//!
+//! `deputy-rpc` is Deputy's transport: one JSON value per line over any
+//! [`AsyncRead`](tokio::io::AsyncRead)/[`AsyncWrite`](tokio::io::AsyncWrite) pair (a
+//! child's stdio in production, [`tokio::io::duplex`] in tests), where both sides
+//! send requests, notifications and responses. It knows nothing of agents.
+//!
+//! Why not jsonrpsee: its client drops the ids of requests the peer initiates, tears
+//! the connection down on garbage or an unknown response id, and its `RpcModule` has
+//! no notification dispatch, so it does not fit a bidirectional stdio peer. A small
+//! own peer (a reader task, a writer task, a pending map and a handler table) does,
+//! with exactly the edge-case behaviour below.
+//!
+//! # Example
+//!
+//! ```
+//! use deputy_rpc::{CloseReason, Peer, PeerConfig, Router};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (left, right) = tokio::io::duplex(64 * 1024);
+//! let (left_read, left_write) = tokio::io::split(left);
+//! let (right_read, right_write) = tokio::io::split(right);
+//!
+//! // The server side answers "add" and may call back into the client.
+//! let mut router = Router::new();
+//! router.request("add", |(a, b): (i64, i64), _ctx| async move { Ok(a + b) });
+//! let (_server, server_conn) = Peer::serve(right_read, right_write, router, PeerConfig::default());
+//!
+//! let (client, client_conn) =
+//!     Peer::serve(left_read, left_write, Router::new(), PeerConfig::default());
+//! let sum: i64 = client.request("add", (2, 3)).await.unwrap();
+//! assert_eq!(sum, 5);
+//! client.notify("progress", serde_json::json!({"done": true})).await.unwrap(); // ignored: no route
+//!
+//! client.close(); // flushes, then the server reads EOF
+//! assert!(matches!(client_conn.wait().await, CloseReason::Closed));
+//! assert!(matches!(server_conn.wait().await, CloseReason::Eof));
+//! # }
+//! ```
+//!
+//! # Semantics
+//!
+//! **Framing** ([`framing`]). One JSON value per `\n`-terminated line. A trailing
+//! `\r` and a leading UTF-8 BOM (`EF BB BF`) are removed; lines that are empty or
+//! hold only spaces/tabs are skipped. An unterminated last line at EOF is not
+//! parsed: it is reported as [`CloseReason::EofWithPartialLine`]. Outgoing JSON
+//! is always compact, so it never contains a raw newline.
+//!
+//! **Oversized lines.** A line longer than [`PeerConfig::max_line_bytes`] (16 MiB
+//! by default; `\n` and a trailing `\r` are not counted) is dropped as it
+//! arrives, answered with `-32600` and id `null`, and the lines after it are
+//! handled at once, without waiting for more input. The read buffer never holds
+//! more than `max_line_bytes + 1` bytes plus one 64 KiB read.
+//!
+//! **Classification** ([`message`]). Invalid UTF-8 or invalid JSON → `-32700`, id
+//! `null`. An object with `method` and `id` is a request, with `method` alone a
+//! notification, with `id` and exactly one of `result`/`error` a response;
+//! anything else → `-32600`, id `null` (also: a duplicated member, `jsonrpc`
+//! present but not `"2.0"`, an id that is `null`, fractional, an exponent, out of
+//! the `i64` range, or not a number or string). `jsonrpc` may be absent. Ids are
+//! echoed exactly.
+//!
+//! **Batches.** A JSON array is a batch: each element is handled as above, the
+//! answers (one per request and per invalid element, in element order) go back as
+//! one array once all are done; no answer if only notifications and responses were
+//! in it. `[]` → one `-32600` (not an array).
+//!
+//! **Dispatch.** Unknown method → `-32601`; params that do not decode into the
+//! handler's type → `-32602` with the serde message in `data` (absent params decode
+//! as `null`, then as `{}`); a handler that panics → `-32603`. Unknown
+//! notifications are ignored (debug log); notifications whose params do not decode
+//! are skipped (warn log). A response with an unknown id (late, cancelled, or not
+//! ours) is logged at debug and ignored: never fatal, never answered. Incoming
+//! requests run concurrently, each in its own task, so a slow one never blocks
+//! other messages. Notifications run one at a time, in arrival order, on a
+//! dispatcher task fed by a queue bounded by [`PeerConfig::notification_capacity`]:
+//! a slow consumer holds the reader back (end-to-end backpressure). Params of
+//! notifications are decoded on the dispatcher, not on the reader. The reader never
+//! waits for a request handler or for the writer.
+//!
+//! **Outgoing.** [`Peer::request`] and [`Peer::notify`] serialize their params at
+//! the call, then wait for room in the writer's queue, bounded by
+//! [`PeerConfig::outgoing_capacity`] (a stalled peer applies backpressure). One
+//! writer task writes through a `BufWriter` and flushes whenever its queue is
+//! empty. Request ids are increasing integers from 1.
+//!
+//! **Cancellation.** An outgoing call that is dropped, whose
+//! [`RequestOptions::cancel`] token fires, or that times out, removes its pending
+//! entry and, if it had been queued and [`PeerConfig::send_cancel_on_drop`] is on,
+//! sends `$/cancelRequest {"id": <id>}`. An incoming `$/cancelRequest` (handled
+//! here, not by a route) cancels that request's token: its handler future is
+//! dropped and the request is answered `-32800`.
+//!
+//! **Close.** At EOF or a read error, every pending outgoing call fails at once
+//! with [`RpcError::ConnectionClosed`], incoming handlers are cancelled (and not
+//! answered), notifications already read are still delivered, the writer flushes
+//! what is queued and shuts its side down, and [`Peer::closed`] resolves.
+//! [`Peer::close`] does the same locally, but also drops notifications not yet
+//! delivered. [`Connection::wait`] resolves when all of it is done and says why;
+//! [`Connection::abort`] stops the tasks at once. A write error closes the
+//! connection the same way.
+//!
+//! **Logging.** Through `tracing` only (never stdout): every line in (`<-`) and out
+//! (`->`) at trace level, protocol problems at debug or warn.
+
+pub mod framing;
+pub mod message;
+
+mod error;
+mod id;
+mod peer;
+mod router;
+
+pub use error::{ErrorObject, RpcError, codes};
+pub use id::Id;
+pub use peer::{CloseReason, Connection, DEFAULT_MAX_LINE_BYTES, Peer, PeerConfig, RequestOptions};
+pub use router::{RequestContext, Router};
+pub use serde_json::value::RawValue;
+pub use tokio_util::sync::CancellationToken;
+
+/// The notification that cancels an incoming request: params `{"id": <id>}`.
+pub const CANCEL_REQUEST_METHOD: &str = "$/cancelRequest";

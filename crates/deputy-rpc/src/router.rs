@@ -1,0 +1,224 @@
+//! The handler table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::CANCEL_REQUEST_METHOD;
+use crate::error::ErrorObject;
+use crate::id::Id;
+use crate::message::{encode_error, encode_result};
+use crate::peer::Peer;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Decodes params and starts the handler; the future yields the complete response line.
+pub(crate) type RequestFn =
+    dyn Fn(Option<&RawValue>, RequestContext) -> Result<BoxFuture<Vec<u8>>, serde_json::Error> + Send + Sync;
+/// Decodes params (raw JSON text) and starts the handler.
+pub(crate) type NotificationFn =
+    dyn Fn(Option<&str>) -> Result<BoxFuture<()>, serde_json::Error> + Send + Sync;
+/// Starts the fallback handler for an unknown method.
+pub(crate) type FallbackFn =
+    dyn Fn(&str, Option<&RawValue>, RequestContext) -> BoxFuture<Vec<u8>> + Send + Sync;
+
+/// What an incoming request's handler gets besides its params.
+#[derive(Clone)]
+pub struct RequestContext {
+    /// The request's id.
+    pub id: Id,
+    /// A handle to the connection, to send requests or notifications back.
+    pub peer: Peer,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl RequestContext {
+    /// Resolves when the request is cancelled: the peer sent `$/cancelRequest` for
+    /// it, or the connection is shutting down. The handler's future is dropped at
+    /// that point anyway; use this to stop work spawned elsewhere.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the request was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The request's cancellation token (a clone, cheap).
+    pub fn token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("id", &self.id)
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes params for a handler. Absent (or `null`) params decode as `null`, and if
+/// that fails, as `{}`, so `()`, `Option<T>` and structs whose fields all have
+/// defaults accept a call without params.
+pub(crate) fn decode_params<P: DeserializeOwned>(params: Option<&RawValue>) -> Result<P, serde_json::Error> {
+    decode_params_str(params.map(RawValue::get))
+}
+
+/// [`decode_params`] on raw JSON text.
+pub(crate) fn decode_params_str<P: DeserializeOwned>(params: Option<&str>) -> Result<P, serde_json::Error> {
+    match params {
+        Some(text) => serde_json::from_str(text),
+        None => serde_json::from_str("null").or_else(|e| serde_json::from_str("{}").map_err(|_| e)),
+    }
+}
+
+/// The table of request and notification handlers, built before [`Peer::serve`].
+///
+/// Request handlers run concurrently, each in its own task, raced against the
+/// request's cancellation. Notification handlers run one at a time, in arrival
+/// order, on a dedicated task fed by a bounded queue. A request handler closure
+/// is called by the reader (to decode params and build the future), a
+/// notification handler closure by the dispatcher: keep them cheap and put the
+/// work in the returned future.
+#[derive(Default)]
+pub struct Router {
+    pub(crate) requests: HashMap<&'static str, Box<RequestFn>>,
+    pub(crate) notifications: HashMap<&'static str, Box<NotificationFn>>,
+    pub(crate) fallback: Option<Box<FallbackFn>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut requests: Vec<_> = self.requests.keys().collect();
+        requests.sort();
+        let mut notifications: Vec<_> = self.notifications.keys().collect();
+        notifications.sort();
+        f.debug_struct("Router")
+            .field("requests", &requests)
+            .field("notifications", &notifications)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+fn check_method(method: &str, taken: bool) {
+    assert!(method != CANCEL_REQUEST_METHOD, "`{CANCEL_REQUEST_METHOD}` is handled by deputy-rpc itself");
+    assert!(!taken, "method `{method}` registered twice");
+}
+
+fn response_line<R: Serialize>(id: &Id, result: Result<R, ErrorObject>) -> Vec<u8> {
+    match result {
+        Ok(r) => encode_result(id, &r).unwrap_or_else(|e| {
+            tracing::error!(%id, error = %e, "request handler result did not serialize");
+            encode_error(Some(id), &ErrorObject::internal(format!("failed to encode the result: {e}")))
+        }),
+        Err(e) => encode_error(Some(id), &e),
+    }
+}
+
+impl Router {
+    /// An empty router: every request gets `-32601`, every notification is ignored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles requests for `method`. Params that do not decode into `P` are
+    /// answered with `-32602` and the serde message in `data`; `Err(e)` from the
+    /// handler is sent as the error object `e`.
+    ///
+    /// # Panics
+    /// If `method` is already registered or is `$/cancelRequest`.
+    pub fn request<P, R, F, Fut>(&mut self, method: &'static str, f: F) -> &mut Self
+    where
+        P: DeserializeOwned,
+        R: Serialize,
+        F: Fn(P, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + Send + 'static,
+    {
+        check_method(method, self.requests.contains_key(method));
+        let handler = move |params: Option<&RawValue>, ctx: RequestContext| {
+            let params: P = decode_params(params)?;
+            let id = ctx.id.clone();
+            let fut = f(params, ctx);
+            Ok(Box::pin(async move { response_line(&id, fut.await) }) as BoxFuture<Vec<u8>>)
+        };
+        self.requests.insert(method, Box::new(handler));
+        self
+    }
+
+    /// Handles notifications for `method`, one at a time and in order. Params that
+    /// do not decode into `P` are logged (warn) and the notification is skipped.
+    ///
+    /// # Panics
+    /// If `method` is already registered or is `$/cancelRequest`.
+    pub fn notification<P, F, Fut>(&mut self, method: &'static str, f: F) -> &mut Self
+    where
+        P: DeserializeOwned,
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        check_method(method, self.notifications.contains_key(method));
+        let handler = move |params: Option<&str>| {
+            let params: P = decode_params_str(params)?;
+            Ok(Box::pin(f(params)) as BoxFuture<()>)
+        };
+        self.notifications.insert(method, Box::new(handler));
+        self
+    }
+
+    /// Handles requests for methods with no handler (instead of `-32601`). It gets
+    /// the method name and the raw params.
+    pub fn fallback<R, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        R: Serialize,
+        F: Fn(String, Option<Box<RawValue>>, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + Send + 'static,
+    {
+        let handler = move |method: &str, params: Option<&RawValue>, ctx: RequestContext| {
+            let id = ctx.id.clone();
+            let fut = f(method.to_owned(), params.map(RawValue::to_owned), ctx);
+            Box::pin(async move { response_line(&id, fut.await) }) as BoxFuture<Vec<u8>>
+        };
+        self.fallback = Some(Box::new(handler));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq, Default)]
+    struct AllDefault {
+        #[serde(default)]
+        a: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Required {
+        a: u32,
+    }
+
+    #[test]
+    fn absent_params_decode_for_unit_option_and_default_structs() {
+        decode_params::<()>(None).unwrap();
+        assert_eq!(decode_params::<Option<u32>>(None).unwrap(), None);
+        assert_eq!(decode_params::<AllDefault>(None).unwrap(), AllDefault::default());
+        let err = decode_params::<Required>(None).unwrap_err();
+        assert!(err.to_string().contains("invalid type: null"), "{err}");
+        let raw = RawValue::from_string("{\"a\":\"x\"}".into()).unwrap();
+        let err = decode_params::<Required>(Some(&raw)).unwrap_err();
+        assert!(err.to_string().contains("invalid type: string"), "{err}");
+    }
+}

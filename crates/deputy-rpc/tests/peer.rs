@@ -1,0 +1,684 @@
+//! Behaviour of the peer over `tokio::io::duplex`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{init_tracing, pair, raw_peer};
+use deputy_rpc::{
+    CancellationToken, CloseReason, ErrorObject, Id, Peer, PeerConfig, RequestOptions, Router, RpcError,
+    codes,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+fn math_router() -> Router {
+    let mut r = Router::new();
+    r.request("add", |p: Add, _ctx| async move { Ok(p.a + p.b) })
+        .request("fail", |(): (), _ctx| async move {
+            Err::<(), _>(ErrorObject::new(42, "nope").with_data(json!({"why": "because"})))
+        })
+        .request("panic", |(): (), _ctx| async move {
+            if true {
+                panic!("handler panic (expected in this test)");
+            }
+            Ok(())
+        })
+        .request("echo", |v: Value, _ctx| async move { Ok(v) });
+    r
+}
+
+/// Sets a flag when dropped: shows that a handler's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn requests_both_ways_and_errors() {
+    init_tracing();
+    let ((a, _ca), (b, _cb)) = pair(math_router(), math_router(), PeerConfig::default());
+    let sum: i64 = a.request("add", Add { a: 2, b: 3 }).await.unwrap();
+    assert_eq!(sum, 5);
+    let sum: i64 = b.request("add", json!({"a": -2, "b": 3})).await.unwrap();
+    assert_eq!(sum, 1);
+
+    match a.request::<_, Value>("nope", ()).await {
+        Err(RpcError::Remote(e)) => {
+            assert_eq!(e.code, codes::METHOD_NOT_FOUND);
+            assert_eq!(e.message, "Method not found: nope");
+        }
+        other => panic!("{other:?}"),
+    }
+    match a.request::<_, i64>("add", json!({"a": 1})).await {
+        Err(RpcError::Remote(e)) => {
+            assert_eq!(e.code, codes::INVALID_PARAMS);
+            assert_eq!(e.data, Some(json!("missing field `b` at line 1 column 7")));
+        }
+        other => panic!("{other:?}"),
+    }
+    match a.request::<_, ()>("fail", ()).await {
+        Err(RpcError::Remote(e)) => {
+            assert_eq!(e, ErrorObject::new(42, "nope").with_data(json!({"why": "because"})));
+        }
+        other => panic!("{other:?}"),
+    }
+    match a.request::<_, ()>("panic", ()).await {
+        Err(RpcError::Remote(e)) => assert_eq!(e.code, codes::INTERNAL_ERROR),
+        other => panic!("{other:?}"),
+    }
+    match a.request::<_, String>("add", Add { a: 1, b: 1 }).await {
+        Err(e @ RpcError::Decode { .. }) => {
+            assert!(e.to_string().starts_with("failed to decode the response to `add`: invalid type"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The futures borrow nothing: the handle may go before they are awaited.
+    let (call, note) = {
+        let handle = a.clone();
+        (handle.request::<_, i64>("add", Add { a: 1, b: 2 }), handle.notify("nothing", ()))
+    };
+    note.await.unwrap();
+    assert_eq!(call.await.unwrap(), 3);
+    // Still healthy after all of that.
+    let v: Value = a.request("echo", json!([1, "x", null])).await.unwrap();
+    assert_eq!(v, json!([1, "x", null]));
+}
+
+#[tokio::test]
+async fn notifications_arrive_in_order_despite_slow_handlers() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.notification("n", move |i: u64| {
+        let tx = tx.clone();
+        async move {
+            // Earlier notifications take longer: any concurrency would reorder them.
+            tokio::time::sleep(Duration::from_micros((20 - i % 20) * 50)).await;
+            tx.send(i).unwrap();
+        }
+    });
+    let ((a, _ca), (_b, _cb)) = pair(Router::new(), r, PeerConfig::default());
+    for i in 0..200u64 {
+        a.notify("n", i).await.unwrap();
+    }
+    for i in 0..200u64 {
+        assert_eq!(rx.recv().await, Some(i));
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_does_not_block_other_messages() {
+    let release = Arc::new(Notify::new());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    let rel = release.clone();
+    r.request("slow", move |(): (), _ctx| {
+        let rel = rel.clone();
+        async move {
+            rel.notified().await;
+            Ok("slow")
+        }
+    })
+    .request("fast", |(): (), _ctx| async move { Ok("fast") })
+    .notification("n", move |(): ()| {
+        let tx = tx.clone();
+        async move { tx.send(()).unwrap() }
+    });
+    let ((a, _ca), (_b, _cb)) = pair(Router::new(), r, PeerConfig::default());
+    let slow = tokio::spawn(a.request::<_, String>("slow", ()));
+    let fast: String = a.request("fast", ()).await.unwrap();
+    assert_eq!(fast, "fast");
+    a.notify("n", ()).await.unwrap();
+    rx.recv().await.unwrap();
+    assert!(!slow.is_finished());
+    release.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap(), "slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_removes_the_entry_and_cancels_the_remote_handler() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut r = Router::new();
+    r.request("hang", move |(): (), _ctx| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let ((a, _ca), (_b, _cb)) = pair(Router::new(), r, PeerConfig::default());
+    let err = a
+        .request_with::<_, ()>("hang", (), RequestOptions::default().timeout(Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout(d) if d == Duration::from_secs(2)), "{err}");
+    // The peer got $/cancelRequest and dropped the handler's future.
+    eventually(|| dropped.load(Ordering::SeqCst)).await;
+
+    // The default timeout applies to `request`.
+    let config =
+        PeerConfig { default_request_timeout: Some(Duration::from_millis(300)), ..PeerConfig::default() };
+    let mut r = Router::new();
+    r.request("hang", |(): (), _ctx| async move {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let ((a, _ca), (_b, _cb)) = pair(Router::new(), r, config);
+    let err = a.request::<_, ()>("hang", ()).await.unwrap_err();
+    assert!(matches!(err, RpcError::Timeout(d) if d == Duration::from_millis(300)));
+}
+
+#[tokio::test]
+async fn dropping_or_cancelling_a_call_sends_cancel_request() {
+    let (a, _conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
+
+    // Dropped future.
+    let call = tokio::spawn(a.request::<_, Value>("m", json!({"x": 1})));
+    let req = raw.json().await;
+    assert_eq!(req, json!({"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"x": 1}}));
+    assert_eq!(a.pending_requests(), 1);
+    call.abort();
+    let _ = call.await;
+    assert_eq!(a.pending_requests(), 0);
+    let cancel = raw.json().await;
+    assert_eq!(cancel, json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}));
+    // A late answer is ignored.
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":5}\n").await;
+
+    // Cancelled by token.
+    let token = CancellationToken::new();
+    let call =
+        tokio::spawn(a.request_with::<_, Value>("m", (), RequestOptions::default().cancel(token.clone())));
+    assert_eq!(raw.json().await["id"], 2);
+    token.cancel();
+    assert!(matches!(call.await.unwrap(), Err(RpcError::Cancelled)));
+    assert_eq!(a.pending_requests(), 0);
+    assert_eq!(raw.json().await["params"], json!({"id": 2}));
+
+    // Cancel messages can be switched off.
+    let call = tokio::spawn(a.request_with::<_, Value>(
+        "m",
+        (),
+        RequestOptions::default().send_cancel_on_drop(false),
+    ));
+    assert_eq!(raw.json().await["id"], 3);
+    call.abort();
+    let _ = call.await;
+    // An answer to the next one still works, and nothing was sent in between.
+    let call = tokio::spawn(a.request::<_, i64>("m", ()));
+    assert_eq!(raw.json().await["id"], 4);
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":7}\n").await;
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+}
+
+#[tokio::test]
+async fn incoming_cancel_request_drops_the_handler_and_answers_32800() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut r = Router::new();
+    r.request("hang", move |(): (), ctx| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            assert!(!ctx.is_cancelled());
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let (_peer, _conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":\"req-1\",\"method\":\"hang\"}\n").await;
+    // A cancel for an unknown id is ignored.
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":99}}\n").await;
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":\"req-1\"}}\n").await;
+    let resp = raw.json().await;
+    assert_eq!(resp["id"], "req-1");
+    assert_eq!(resp["error"]["code"], codes::REQUEST_CANCELLED);
+    assert!(dropped.load(Ordering::SeqCst));
+    raw.nothing_within(50).await;
+}
+
+#[tokio::test]
+async fn eof_fails_pending_requests_at_once() {
+    let (a, conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
+    let calls: Vec<_> = (0..5).map(|_| tokio::spawn(a.request::<_, Value>("m", ()))).collect();
+    for _ in 0..5 {
+        raw.json().await;
+    }
+    raw.eof().await; // EOF for the peer's reader
+    for call in calls {
+        match call.await.unwrap() {
+            Err(e @ RpcError::ConnectionClosed { .. }) => {
+                assert_eq!(e.to_string(), "connection closed: the peer closed the connection (EOF)")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    a.closed().await;
+    assert!(a.is_closed());
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+    // Afterwards, calls fail at once.
+    assert!(matches!(a.request::<_, Value>("m", ()).await, Err(RpcError::ConnectionClosed { .. })));
+    assert!(matches!(a.notify("m", ()).await, Err(RpcError::ConnectionClosed { .. })));
+    // And the peer saw our EOF too.
+    assert_eq!(raw.line().await, None);
+}
+
+#[tokio::test]
+async fn eof_in_the_middle_of_a_line_is_reported_not_parsed() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.notification("n", move |v: u32| {
+        let tx = tx.clone();
+        async move { tx.send(v).unwrap() }
+    });
+    let (_peer, conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(b"{\"method\":\"n\",\"params\":1}\n{\"method\":\"n\",\"params\":2}").await;
+    raw.eof().await;
+    assert!(matches!(conn.wait().await, CloseReason::EofWithPartialLine { bytes: 25 }));
+    assert_eq!(rx.recv().await, Some(1));
+    assert_eq!(rx.recv().await, None);
+}
+
+#[tokio::test]
+async fn notifications_received_before_eof_are_all_delivered() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let mut r = Router::new();
+    r.notification("n", move |(): ()| {
+        let c = c.clone();
+        async move {
+            tokio::task::yield_now().await;
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let config = PeerConfig { notification_capacity: 4, ..PeerConfig::default() };
+    let (_peer, conn, mut raw) = raw_peer(r, config);
+    raw.send(&b"{\"method\":\"n\"}\n".repeat(500)).await;
+    raw.eof().await;
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+    assert_eq!(count.load(Ordering::SeqCst), 500);
+}
+
+#[tokio::test]
+async fn close_cancels_everything_flushes_and_sends_eof() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut r = Router::new();
+    r.request("hang", move |(): (), _ctx| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let (a, conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(b"{\"id\":1,\"method\":\"hang\"}\n").await;
+    let pending = tokio::spawn(a.request::<_, Value>("m", ()));
+    assert_eq!(raw.json().await["method"], "m");
+    eventually(|| a.incoming_requests() == 1).await;
+    a.notify("last", ()).await.unwrap();
+    a.close();
+    match pending.await.unwrap() {
+        Err(e @ RpcError::ConnectionClosed { .. }) => {
+            assert_eq!(e.to_string(), "connection closed: closed locally")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.is_closed());
+    // The queued notification is flushed, then EOF; the cancelled handler is not answered.
+    assert_eq!(raw.json().await["method"], "last");
+    assert_eq!(raw.line().await, None);
+    eventually(|| dropped.load(Ordering::SeqCst)).await;
+    assert!(matches!(conn.wait().await, CloseReason::Closed));
+    assert_eq!(a.close_reason().as_deref(), Some("closed locally"));
+}
+
+#[tokio::test]
+async fn abort_stops_at_once() {
+    let (a, conn, _raw) = raw_peer(Router::new(), PeerConfig::default());
+    let pending = tokio::spawn(a.request::<_, Value>("m", ()));
+    tokio::task::yield_now().await;
+    conn.abort();
+    assert!(matches!(pending.await.unwrap(), Err(RpcError::ConnectionClosed { .. })));
+    assert!(matches!(conn.wait().await, CloseReason::Aborted));
+}
+
+#[tokio::test]
+async fn slow_notification_consumer_applies_backpressure_to_the_reader() {
+    let release = Arc::new(Notify::new());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (rel, s) = (release.clone(), seen.clone());
+    let mut r = Router::new();
+    r.notification("n", move |(): ()| {
+        let (rel, s) = (rel.clone(), s.clone());
+        async move {
+            if s.fetch_add(1, Ordering::SeqCst) == 0 {
+                rel.notified().await;
+            }
+        }
+    })
+    .request("ping", |(): (), _ctx| async move { Ok("pong") });
+    let config = PeerConfig { notification_capacity: 2, ..PeerConfig::default() };
+    let (_peer, _conn, mut raw) = raw_peer(r, config);
+    let mut input = b"{\"method\":\"n\"}\n".repeat(1000);
+    input.extend_from_slice(b"{\"id\":1,\"method\":\"ping\"}\n");
+    raw.send(&input).await;
+    // The reader is held up behind the blocked consumer: the ping is not read yet.
+    raw.nothing_within(100).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    release.notify_one();
+    assert_eq!(raw.json().await["result"], "pong");
+    assert_eq!(seen.load(Ordering::SeqCst), 1000);
+}
+
+#[tokio::test]
+async fn a_stalled_peer_applies_backpressure_to_senders() {
+    // A tiny pipe nobody reads from, and a small outgoing queue.
+    let (x, _y) = tokio::io::duplex(256);
+    let (xr, xw) = tokio::io::split(x);
+    let config = PeerConfig { outgoing_capacity: 4, ..PeerConfig::default() };
+    let (a, _conn) = Peer::serve(xr, xw, Router::new(), config);
+    let mut sent = 0;
+    loop {
+        let send = a.notify("n", "x".repeat(100));
+        match tokio::time::timeout(Duration::from_millis(50), send).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += 1;
+                assert!(sent < 1000, "the queue never filled up");
+            }
+            Err(_) => break,
+        }
+    }
+    // Queue (4) + what the writer holds and the pipe and BufWriter absorb.
+    assert!(sent < 1000);
+}
+
+#[tokio::test]
+async fn unknown_response_ids_and_garbage_are_not_fatal() {
+    let (_peer, _conn, mut raw) = raw_peer(math_router(), PeerConfig::default());
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":999,\"result\":1}\n").await;
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"error\":{\"code\":1,\"message\":\"m\"}}\n").await;
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"m\"}}\n").await;
+    raw.send(b"\x00\x01garbage\n").await;
+    let err = raw.json().await;
+    assert_eq!(err["error"]["code"], codes::PARSE_ERROR);
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":-5,\"method\":\"add\",\"params\":{\"a\":1,\"b\":2}}\n").await;
+    assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "id": -5, "result": 3}));
+}
+
+#[tokio::test]
+async fn oversized_line_is_answered_and_the_next_line_served_without_more_input() {
+    let config = PeerConfig { max_line_bytes: 64, ..PeerConfig::default() };
+    let (_peer, _conn, mut raw) = raw_peer(math_router(), config);
+    let long = format!("{{\"id\":1,\"method\":\"echo\",\"params\":\"{}\"}}", "x".repeat(100));
+    assert_eq!(long.len(), 136);
+    let mut input = format!("{long}\n").into_bytes();
+    input.extend_from_slice(b"{\"id\":2,\"method\":\"add\",\"params\":{\"a\":1,\"b\":2}}\n");
+    raw.send(&input).await;
+    let err = raw.json().await;
+    assert_eq!(err["id"], Value::Null);
+    assert_eq!(err["error"]["code"], codes::INVALID_REQUEST);
+    assert_eq!(err["error"]["data"], "line of 136 bytes exceeds the limit of 64 bytes");
+    assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "id": 2, "result": 3}));
+}
+
+#[tokio::test]
+async fn batches_follow_the_spec() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = math_router();
+    r.notification("n", move |v: u32| {
+        let tx = tx.clone();
+        async move { tx.send(v).unwrap() }
+    });
+    let (_peer, _conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(
+        br#"[{"jsonrpc":"2.0","id":1,"method":"add","params":{"a":1,"b":1}},{"method":"n","params":7},1,{"id":"b","method":"nope"},{"id":2,"method":"echo","params":[true]}]
+"#,
+    )
+    .await;
+    assert_eq!(
+        raw.json().await,
+        json!([
+            {"jsonrpc": "2.0", "id": 1, "result": 2},
+            {"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Invalid Request", "data": "a batch element must be a JSON object"}},
+            {"jsonrpc": "2.0", "id": "b", "error": {"code": -32601, "message": "Method not found: nope"}},
+            {"jsonrpc": "2.0", "id": 2, "result": [true]},
+        ])
+    );
+    assert_eq!(rx.recv().await, Some(7));
+    // All notifications: no answer at all.
+    raw.send(b"[{\"method\":\"n\",\"params\":8},{\"method\":\"n\",\"params\":9}]\n").await;
+    assert_eq!(rx.recv().await, Some(8));
+    assert_eq!(rx.recv().await, Some(9));
+    raw.nothing_within(50).await;
+    // Empty batch: one error, not an array.
+    raw.send(b"[]\n").await;
+    let err = raw.json().await;
+    assert_eq!(err["error"]["code"], codes::INVALID_REQUEST);
+    assert_eq!(err["id"], Value::Null);
+}
+
+#[tokio::test]
+async fn handlers_can_call_back_through_the_context() {
+    let mut server = Router::new();
+    server.request("ask", |q: String, ctx: deputy_rpc::RequestContext| async move {
+        assert_eq!(ctx.id, Id::Integer(1));
+        let answer: bool =
+            ctx.peer.request("approve", &q).await.map_err(|e| ErrorObject::internal(e.to_string()))?;
+        Ok(if answer { "approved" } else { "denied" })
+    });
+    let mut client = Router::new();
+    client.request("approve", |q: String, _ctx| async move { Ok(q == "rm -rf /tmp/x") });
+    let ((c, _cc), (_s, _sc)) = pair(client, server, PeerConfig::default());
+    let r: String = c.request("ask", "rm -rf /tmp/x").await.unwrap();
+    assert_eq!(r, "approved");
+}
+
+#[tokio::test]
+async fn fallback_gets_unknown_methods() {
+    let mut r = Router::new();
+    r.fallback(|method: String, params, _ctx| async move {
+        Ok(json!({"method": method, "params": params.map(|p: Box<deputy_rpc::RawValue>| p.get().to_owned())}))
+    });
+    let ((a, _ca), (_b, _cb)) = pair(Router::new(), r, PeerConfig::default());
+    let v: Value = a.request("whatever", [1, 2]).await.unwrap();
+    assert_eq!(v, json!({"method": "whatever", "params": "[1,2]"}));
+}
+
+#[tokio::test]
+async fn bom_crlf_and_blank_lines_are_tolerated() {
+    let (_peer, _conn, mut raw) = raw_peer(math_router(), PeerConfig::default());
+    raw.send(b"\xEF\xBB\xBF{\"id\":1,\"method\":\"echo\",\"params\":1}\r\n\r\n\n   \n{\"id\":2,\"method\":\"echo\",\"params\":2}\r\n").await;
+    assert_eq!(raw.json().await["result"], 1);
+    assert_eq!(raw.json().await["result"], 2);
+}
+
+#[tokio::test]
+async fn the_reader_never_waits_for_a_stalled_writer() {
+    // The raw side never reads our answers: the pipe and the queue fill up.
+    let (x, y) = tokio::io::duplex(512);
+    let (xr, xw) = tokio::io::split(x);
+    let (_yr, mut yw) = tokio::io::split(y);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.notification("n", move |v: u32| {
+        let tx = tx.clone();
+        async move { tx.send(v).unwrap() }
+    });
+    let config = PeerConfig { outgoing_capacity: 2, ..PeerConfig::default() };
+    let (_peer, _conn) = Peer::serve(xr, xw, r, config);
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        // Thousands of lines that each need an answer, then a notification.
+        for i in 0..2000 {
+            let line = if i % 2 == 0 {
+                "garbage\n".to_owned()
+            } else {
+                format!("{{\"id\":{i},\"method\":\"nope\"}}\n")
+            };
+            yw.write_all(line.as_bytes()).await.unwrap();
+        }
+        yw.write_all(b"{\"method\":\"n\",\"params\":1}\n").await.unwrap();
+        yw
+    });
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert_eq!(got.expect("the reader got stuck behind the writer"), Some(1));
+    let _yw = writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_huge_oversized_line_streams_through_in_bounded_memory() {
+    let config = PeerConfig { max_line_bytes: 1024, ..PeerConfig::default() };
+    let (_peer, _conn, mut raw) = raw_peer(math_router(), config);
+    raw.send(b"{\"id\":1,\"method\":\"echo\",\"params\":\"").await;
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..64 {
+        raw.send(&chunk).await; // 4 MiB in total, never buffered whole
+    }
+    raw.send(b"\"}\n{\"id\":2,\"method\":\"echo\",\"params\":2}\n").await;
+    let err = raw.json().await;
+    assert_eq!(err["error"]["code"], codes::INVALID_REQUEST);
+    assert_eq!(err["id"], Value::Null);
+    assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "id": 2, "result": 2}));
+}
+
+#[tokio::test]
+async fn odd_responses_to_our_requests() {
+    let (a, _conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
+    // An error member that is not an error object: a decode error, not a hang.
+    let call = tokio::spawn(a.request::<_, Value>("m", ()));
+    let id = raw.json().await["id"].clone();
+    raw.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":\"boom\"}}\n").as_bytes()).await;
+    assert!(matches!(call.await.unwrap(), Err(RpcError::Decode { method, .. }) if method == "m"));
+    // A response inside a batch is delivered too.
+    let call = tokio::spawn(a.request::<_, Value>("m", ()));
+    let id = raw.json().await["id"].clone();
+    raw.send(format!("[{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":[1]}}]\n").as_bytes()).await;
+    assert_eq!(call.await.unwrap().unwrap(), json!([1]));
+    // `$/cancelRequest` sent as a request is acknowledged with null.
+    raw.send(b"{\"id\":\"c\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":1}}\n").await;
+    assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "id": "c", "result": null}));
+}
+
+#[test]
+fn every_line_in_and_out_is_traced_never_printed() {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let sink = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // A current-thread runtime runs every task on this thread, under this subscriber.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_peer, _conn, mut raw) = raw_peer(math_router(), PeerConfig::default());
+        raw.send(b"{\"id\":1,\"method\":\"echo\",\"params\":\"traced\"}\n").await;
+        raw.json().await;
+    });
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(out.contains(r#"TRACE"#), "{out}");
+    assert!(out.contains(r#"<- line={"id":1,"method":"echo","params":"traced"}"#), "{out}");
+    assert!(out.contains(r#"-> line={"jsonrpc":"2.0","id":1,"result":"traced"}"#), "{out}");
+}
+
+#[tokio::test]
+async fn eof_cancels_incoming_handlers_without_answering() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut r = Router::new();
+    r.request("hang", move |(): (), _ctx| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let (peer, conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(b"{\"id\":1,\"method\":\"hang\"}\n").await;
+    while peer.incoming_requests() == 0 {
+        tokio::task::yield_now().await;
+    }
+    raw.eof().await;
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+    assert_eq!(raw.line().await, None, "a cancelled handler must not be answered after EOF");
+    eventually(|| dropped.load(Ordering::SeqCst) && peer.incoming_requests() == 0).await;
+}
+
+/// Waits (up to a second) until `cond` holds.
+async fn eventually(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition never became true");
+}
+
+#[tokio::test]
+async fn a_write_error_closes_the_connection() {
+    struct Broken;
+    impl tokio::io::AsyncWrite for Broken {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    let (_keep, read) = tokio::io::duplex(64);
+    let (a, conn) = Peer::serve(read, Broken, Router::new(), PeerConfig::default());
+    match a.request::<_, Value>("m", ()).await {
+        Err(RpcError::ConnectionClosed { reason }) => assert!(reason.starts_with("write error"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    match conn.wait().await {
+        CloseReason::WriteError(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
+        other => panic!("{other:?}"),
+    }
+}
