@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +19,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Deputy protocol on stdin/stdout: the sub-agent process.
+    #[command(
+        long_about = "Serve the Deputy protocol on stdin/stdout: the sub-agent process that editors, \
+            agent hosts and scripts spawn.\n\n\
+            Speaks newline-delimited JSON-RPC 2.0 (see PROTOCOL.md): initialize, session/start, then \
+            submit ops; asks the host (approval/exec, approval/patch) before running a command or \
+            applying a patch; persists every session as a rollout under HOME/sessions/YYYY/MM/DD/.\n\n\
+            stdout carries nothing but protocol messages. Logs go to stderr, filtered by RUST_LOG \
+            (default `warn`), e.g. RUST_LOG=debug or RUST_LOG=deputy_agent=trace.\n\n\
+            Exit status: 0 after `shutdown` or end of stdin; 1 when start-up fails (e.g. an unwritable \
+            home), with the reason on stderr; a scripted `exit` step's own code.",
+        after_help = "Examples:\n  \
+            deputy agent                                   # serve on stdio, rollouts in ~/.deputy\n  \
+            deputy agent --home /tmp/deputy --log-format json 2>agent.log\n  \
+            RUST_LOG=debug deputy agent 2>agent.log        # verbose logs, stdout stays clean\n  \
+            deputy agent --model script --scenario turns.jsonl   # play a scenario (PROTOCOL.md, appendix A)"
+    )]
+    Agent {
+        /// Deputy home; rollouts go to DIR/sessions/YYYY/MM/DD/. Default: ~/.deputy.
+        #[arg(long, env = "DEPUTY_HOME", value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// The brain used when session/start names none.
+        #[arg(long, value_name = "NAME", default_value = "shell",
+              value_parser = clap::builder::PossibleValuesParser::new(deputy_agent::MODELS))]
+        model: String,
+        /// Scenario file for the `script` brain, used when session/start names none.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Format of the logs on stderr.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormatArg::Text)]
+        log_format: LogFormatArg,
+    },
     /// Write or check the generated JSON Schema and TypeScript types.
     #[command(after_help = "Examples:\n  \
         deputy schema --out schema     # regenerate the checked-in schema\n  \
@@ -33,11 +65,45 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Schema { out, check } => schema(&out, check),
+        Command::Agent { home, model, scenario, log_format } => agent(home, model, scenario, log_format),
     }
+}
+
+fn agent(
+    home: Option<PathBuf>,
+    model: String,
+    scenario: Option<PathBuf>,
+    log_format: LogFormatArg,
+) -> ExitCode {
+    deputy_agent::init_logging(match log_format {
+        LogFormatArg::Text => deputy_agent::LogFormat::Text,
+        LogFormatArg::Json => deputy_agent::LogFormat::Json,
+    });
+    let Some(home) = home.filter(|h| !h.as_os_str().is_empty()).or_else(deputy_agent::default_home) else {
+        eprintln!("deputy agent: no home: set --home, DEPUTY_HOME or HOME");
+        return ExitCode::from(1);
+    };
+    if let Err(e) = deputy_agent::prepare_home(&home) {
+        eprintln!("deputy agent: unusable home {}: {e}", home.display());
+        return ExitCode::from(1);
+    }
+    let mut config = deputy_agent::AgentConfig::new(home);
+    config.default_model = model;
+    config.default_scenario = scenario.map(|s| std::path::absolute(&s).unwrap_or(s));
+    let code = deputy_agent::run_stdio(config);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn schema(dir: &std::path::Path, check: bool) -> ExitCode {

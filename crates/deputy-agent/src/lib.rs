@@ -1,0 +1,101 @@
+//! Deputy's sub-agent engine: the child side of the Deputy protocol.
+//!
+//! `deputy agent` (this crate behind the CLI) is the process that editors,
+//! agent hosts and scripts spawn. It serves the protocol of `PROTOCOL.md` —
+//! newline-delimited JSON-RPC 2.0 — on its stdin/stdout through
+//! [`deputy_rpc`], runs turns with a pluggable brain, asks the host before it
+//! runs a command or applies a patch, and persists every session as a
+//! rollout so it can be resumed or forked.
+//!
+//! ```no_run
+//! // What `deputy agent --home DIR` does:
+//! let mut config = deputy_agent::AgentConfig::new("/home/me/.deputy");
+//! config.default_model = "shell".into();
+//! deputy_agent::init_logging(deputy_agent::LogFormat::Text); // stderr only
+//! deputy_agent::prepare_home(&config.home).expect("usable home");
+//! std::process::exit(deputy_agent::run_stdio(config));
+//! ```
+//!
+//! Tests can also run the engine in-process over any pipe pair with
+//! [`serve`] (e.g. [`tokio::io::duplex`]).
+//!
+//! # Architecture
+//!
+//! ```text
+//!  stdin ──► deputy-rpc Peer ──► router (server.rs)
+//!                 ▲                ├─ initialize            (answered inline)
+//!                 │                ├─ session/start ──► session::start ──► Actor task
+//!                 │                └─ submit ────────► Actor (mpsc, one at a time)
+//!                 │                                      ├─ user_input → spawns a Turn task
+//!  stdout ◄── writer queue ◄── events, approval requests ├─ interrupt  → cancels the Turn
+//!           (bounded: backpressure)                      └─ shutdown   → abort, flush, exit
+//! ```
+//!
+//! - **Front** ([`serve`]): a [`deputy_rpc::Router`] whose handlers decode
+//!   params themselves, so lifecycle errors come first (`-32002` before
+//!   `initialize`, `-32010` before `session/start`) and bad params are
+//!   `-32602` with the decoder's message. Requests are handled concurrently,
+//!   so an `interrupt` is read and served while an approval is pending.
+//! - **Session actor** (`session.rs`): one task owns the turn state and takes
+//!   submissions one at a time from a channel; it is also the only place a
+//!   turn ends: it joins the turn task, writes `turn_complete`/`turn_aborted`
+//!   to the rollout, emits `task_complete`/`turn_aborted`, then fsyncs. Since
+//!   the turn is cleared before the next submission is looked at, a
+//!   `user_input` sent after the turn's last event never sees `-32014`.
+//! - **Turn task** (`turn.rs`): calls the [`model::Model`] in a loop, turning
+//!   its stream into events, recording conversation items, and running the
+//!   tool calls of each response. Approvals of one response are asked **at
+//!   once** (each its own `approval/*` request keyed by call id); each call
+//!   runs, in order, as soon as its own answer is in. The whole turn body runs
+//!   under `select!` with the turn's cancellation token: an interrupt drops
+//!   the body at once, which kills running commands (their process groups),
+//!   withdraws pending approvals (`$/cancelRequest`, sent by `deputy-rpc` when
+//!   a request future is dropped or its token fires), and stops the model
+//!   stream mid-way. The actor then writes `turn_aborted` — well within the
+//!   50 ms budget.
+//! - **Brains** ([`model`]): the [`model::Model`] trait is a streaming
+//!   chat-completions call with tool calls; [`model::shell::ShellBrain`]
+//!   (default, deterministic) and [`model::script::ScriptBrain`] (scenario
+//!   files, PROTOCOL.md appendix A) are built in.
+//! - **Tools**: [`exec`] (argv, own process group, `PR_SET_PDEATHSIG`,
+//!   stdin null, timeout, secret env scrubbed, head+tail capped output) and
+//!   [`patch`] (Codex's patch format, computed before approval, applied all
+//!   or nothing, confined to writable roots). The approval policy and the
+//!   session's grants are in [`approval`], including the documented list of
+//!   read-only commands.
+//! - **Rollouts** ([`rollout`]): JSON lines under
+//!   `$DEPUTY_HOME/sessions/YYYY/MM/DD/`, one write per item, fsync at every
+//!   turn end and at shutdown; loading drops a torn last line; resume appends
+//!   to the same file, fork copies the history into a new one.
+//!
+//! # Exit
+//!
+//! `shutdown` aborts the turn, syncs the rollout, writes `shutdown_complete`
+//! (after the `submit` response), closes stdout and returns 0. End of stdin
+//! does the same without events (the pipe is gone) within about a second.
+//! Tools never outlive the agent: killed on abort, on exit of their leader
+//! (leftover background jobs), and by `PR_SET_PDEATHSIG` if the agent is
+//! SIGKILLed.
+//!
+//! # Logging
+//!
+//! [`init_logging`] installs a `tracing` subscriber writing to **stderr**
+//! (never stdout, which carries only protocol lines), filtered by `RUST_LOG`
+//! (default `warn`), as text or JSON lines.
+
+pub mod approval;
+mod config;
+pub mod exec;
+pub mod model;
+pub mod patch;
+pub mod rollout;
+mod server;
+mod session;
+mod turn;
+pub mod util;
+
+pub use config::{AgentConfig, LogFormat, default_home, init_logging, prepare_home};
+pub use server::{run_stdio, serve};
+
+/// The brains this agent has, by name.
+pub const MODELS: &[&str] = &["shell", "script"];

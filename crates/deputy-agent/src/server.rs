@@ -1,0 +1,309 @@
+//! The protocol front: routes `initialize`, `session/start` and `submit`, and
+//! runs the connection until shutdown, end of input, or a simulated crash.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use deputy_protocol::error_codes as codes;
+use deputy_protocol::{
+    AgentCapabilities, InitializeParams, InitializeResult, PROTOCOL_VERSION, PeerInfo, SessionStartParams,
+    Submission, SubmitResult, methods,
+};
+use deputy_rpc::{ErrorObject, Peer, RawValue, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{debug, info};
+
+use crate::config::AgentConfig;
+use crate::session::{self, Actor, ActorCmd, ExitRequest, is_hung};
+use crate::util::uuid_v7;
+
+/// How long the agent waits for its session to wind down after end of input.
+const EOF_GRACE: Duration = Duration::from_millis(800);
+/// How long the agent waits for its last messages to be written at exit.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
+enum Slot {
+    None,
+    Starting,
+    Started(mpsc::UnboundedSender<ActorCmd>),
+}
+
+/// Requests being handled, so that the exit waits for their answers.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard(Arc<Agent>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+struct Agent {
+    config: AgentConfig,
+    initialized: AtomicBool,
+    slot: Mutex<Slot>,
+    exit_tx: mpsc::UnboundedSender<ExitRequest>,
+    in_flight: InFlight,
+}
+
+fn decode<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ErrorObject> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| ErrorObject::new(codes::INVALID_PARAMS, "Invalid params").with_data(e.to_string()))
+}
+
+fn not_initialized() -> ErrorObject {
+    ErrorObject::new(codes::NOT_INITIALIZED, "not initialized: send `initialize` first")
+}
+
+impl Agent {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.in_flight.idle.notified();
+            if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn initialize(&self, raw: &RawValue) -> Result<InitializeResult, ErrorObject> {
+        if self.initialized.load(Ordering::Acquire) {
+            return Err(ErrorObject::new(codes::ALREADY_INITIALIZED, "already initialized"));
+        }
+        let params: InitializeParams = decode(raw)?;
+        if params.protocol_version != PROTOCOL_VERSION {
+            return Err(ErrorObject::new(
+                codes::UNSUPPORTED_PROTOCOL_VERSION,
+                format!("unsupported protocol version {}", params.protocol_version),
+            )
+            .with_data(json!({ "supported": [PROTOCOL_VERSION] })));
+        }
+        if self.initialized.swap(true, Ordering::AcqRel) {
+            return Err(ErrorObject::new(codes::ALREADY_INITIALIZED, "already initialized"));
+        }
+        info!(client = %params.client_info.name, version = ?params.client_info.version, "initialized");
+        Ok(InitializeResult {
+            protocol_version: PROTOCOL_VERSION,
+            agent_info: PeerInfo { name: "deputy".into(), version: Some(env!("CARGO_PKG_VERSION").into()) },
+            capabilities: AgentCapabilities {
+                ops: vec!["user_input".into(), "interrupt".into(), "shutdown".into()],
+                models: crate::MODELS.iter().map(|m| (*m).to_owned()).collect(),
+                initial_history: vec!["new".into(), "resumed".into(), "forked".into()],
+                max_line_bytes: Some(self.config.peer.max_line_bytes as u64),
+            },
+            meta: None,
+        })
+    }
+
+    async fn session_start(
+        self: Arc<Self>,
+        raw: Box<RawValue>,
+        peer: Peer,
+    ) -> Result<deputy_protocol::SessionStartResult, ErrorObject> {
+        if !self.initialized.load(Ordering::Acquire) {
+            return Err(not_initialized());
+        }
+        {
+            let mut slot = self.slot();
+            if !matches!(*slot, Slot::None) {
+                return Err(ErrorObject::new(
+                    codes::SESSION_ALREADY_STARTED,
+                    "a session was already started (one session per process)",
+                ));
+            }
+            *slot = Slot::Starting;
+        }
+        let started = decode::<SessionStartParams>(&raw)
+            .and_then(|params| session::start(params, &self.config, peer, self.exit_tx.clone()));
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                *self.slot() = Slot::None;
+                return Err(e);
+            }
+        };
+        info!(session = %started.session.id, "session started");
+        let session = Arc::clone(&started.session);
+        *self.slot() = Slot::Started(Actor::spawn(started.session));
+        // `session_configured` goes out before the response (FIFO writer queue).
+        session.emit("", &started.configured).await;
+        Ok(started.result)
+    }
+
+    async fn submit(self: Arc<Self>, raw: Box<RawValue>) -> Result<SubmitResult, ErrorObject> {
+        if !self.initialized.load(Ordering::Acquire) {
+            return Err(not_initialized());
+        }
+        let tx = match &*self.slot() {
+            Slot::Started(tx) => tx.clone(),
+            _ => return Err(ErrorObject::new(codes::NO_SESSION, "no session: send `session/start` first")),
+        };
+        let sub: Submission = decode(&raw)?;
+        let id = sub.id.unwrap_or_else(uuid_v7);
+        let shutting_down = || ErrorObject::new(codes::SHUTTING_DOWN, "the agent is shutting down");
+        let (reply, answer) = oneshot::channel();
+        debug!(id = %id, op = sub.op.kind(), "submit");
+        if tx.send(ActorCmd::Submit { id: id.clone(), op: sub.op, reply }).is_err() {
+            return Err(shutting_down());
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(SubmitResult { id }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(shutting_down()),
+        }
+    }
+
+    fn actor(&self) -> Option<mpsc::UnboundedSender<ActorCmd>> {
+        match &*self.slot() {
+            Slot::Started(tx) => Some(tx.clone()),
+            _ => None,
+        }
+    }
+}
+
+async fn hang_if_hung() {
+    if is_hung() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn router(agent: &Arc<Agent>) -> Router {
+    let mut router = Router::new();
+    let a = Arc::clone(agent);
+    router.request(methods::INITIALIZE, move |raw: Box<RawValue>, _ctx| {
+        let guard = a.enter();
+        let a = Arc::clone(&a);
+        async move {
+            hang_if_hung().await;
+            let r = a.initialize(&raw);
+            drop(guard);
+            r
+        }
+    });
+    let a = Arc::clone(agent);
+    router.request(methods::SESSION_START, move |raw: Box<RawValue>, ctx| {
+        let guard = a.enter();
+        let a = Arc::clone(&a);
+        async move {
+            hang_if_hung().await;
+            let r = a.session_start(raw, ctx.peer.clone()).await;
+            drop(guard);
+            r
+        }
+    });
+    let a = Arc::clone(agent);
+    router.request(methods::SUBMIT, move |raw: Box<RawValue>, _ctx| {
+        let guard = a.enter();
+        let a = Arc::clone(&a);
+        async move {
+            hang_if_hung().await;
+            let r = a.submit(raw).await;
+            drop(guard);
+            r
+        }
+    });
+    let a = Arc::clone(agent);
+    router.fallback(move |method, _params, _ctx| {
+        let initialized = a.initialized.load(Ordering::Acquire);
+        async move {
+            hang_if_hung().await;
+            if initialized {
+                Err::<(), _>(ErrorObject::method_not_found(&method))
+            } else {
+                Err(not_initialized())
+            }
+        }
+    });
+    router
+}
+
+/// Serves the protocol on `reader`/`writer` until `shutdown`, end of input,
+/// or a scenario's `exit` step; returns the process exit code (0, or the
+/// `exit` step's code). Must run inside a tokio runtime; `deputy agent` uses
+/// a current-thread one ([`run_stdio`]).
+pub async fn serve<R, W>(reader: R, writer: W, config: AgentConfig) -> i32
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+    let peer_config = config.peer.clone();
+    let agent = Arc::new(Agent {
+        config,
+        initialized: AtomicBool::new(false),
+        slot: Mutex::new(Slot::None),
+        exit_tx,
+        in_flight: InFlight::default(),
+    });
+    let (peer, conn) = Peer::serve(reader, writer, router(&agent), peer_config);
+    let code = tokio::select! {
+        req = exit_rx.recv() => {
+            let code = match req {
+                Some(ExitRequest::Crash(code)) => code,
+                _ => {
+                    // Let the `shutdown` submit (and any other) be answered first.
+                    let _ = tokio::time::timeout(FLUSH_GRACE, agent.wait_idle()).await;
+                    tokio::task::yield_now().await;
+                    0
+                }
+            };
+            peer.close();
+            let _ = tokio::time::timeout(FLUSH_GRACE, conn.wait()).await;
+            code
+        }
+        () = peer.closed() => {
+            debug!(reason = ?peer.close_reason(), "the connection closed");
+            if is_hung() {
+                std::future::pending::<()>().await;
+            }
+            if let Some(tx) = agent.actor() {
+                let (done, finished) = oneshot::channel();
+                if tx.send(ActorCmd::ConnectionClosed { done }).is_ok() {
+                    let _ = tokio::time::timeout(EOF_GRACE, finished).await;
+                }
+            }
+            // A shutdown may have been in progress: it is complete now or never.
+            let _ = tokio::time::timeout(Duration::from_millis(100), conn.wait()).await;
+            0
+        }
+    };
+    code
+}
+
+/// Runs [`serve`] on this process's stdin and stdout on a current-thread
+/// runtime (light start-up; tools' `PR_SET_PDEATHSIG` is tied to the thread
+/// that spawned them, which is then always the main thread). Returns the exit
+/// code.
+pub fn run_stdio(config: AgentConfig) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("deputy agent: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), config));
+    // The stdin reader may be parked in a blocking read: do not wait for it.
+    rt.shutdown_background();
+    code
+}

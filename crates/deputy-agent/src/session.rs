@@ -1,0 +1,464 @@
+//! The session: its settings and state, how it starts (`session/start`), and
+//! the actor task that serializes submissions and turn ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use deputy_protocol::error_codes as codes;
+use deputy_protocol::{
+    EventMsg, HistorySource, InitialHistory, Op, RolloutItem, SessionMeta, SessionStartParams,
+    SessionStartResult, TokenUsage, TokenUsageInfo, TurnAbortReason, methods,
+};
+use deputy_rpc::{CancellationToken, ErrorObject, Peer};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::approval::Approvals;
+use crate::config::AgentConfig;
+use crate::model::script::{Scenario, ScriptBrain};
+use crate::model::shell::ShellBrain;
+use crate::model::{Model, Prompt};
+use crate::patch::{WritableRoots, resolve_path};
+use crate::rollout::{self, LoadedRollout, RolloutWriter};
+use crate::turn::{Turn, TurnOutcome};
+use crate::util::{now_rfc3339, uuid_v7};
+
+/// Set once a scenario played `hang`: from then on nothing is answered and the
+/// process never exits on its own.
+pub(crate) static HUNG: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn is_hung() -> bool {
+    HUNG.load(Ordering::Acquire)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the serve loop is asked to do by the session.
+#[derive(Debug)]
+pub(crate) enum ExitRequest {
+    /// `shutdown_complete` was queued: flush and exit 0.
+    Shutdown,
+    /// A scenario's `exit` step: flush (best effort) and exit with this code.
+    Crash(i32),
+}
+
+/// The `event` notification's params, borrowed (serialized once, no clone).
+#[derive(Serialize)]
+struct EventRef<'a> {
+    id: &'a str,
+    msg: &'a EventMsg,
+}
+
+/// One session: settings, conversation, rollout, grants.
+pub(crate) struct Session {
+    pub id: String,
+    pub cwd: PathBuf,
+    pub model: Box<dyn Model>,
+    pub exec_timeout: Duration,
+    pub keep_secret_env: bool,
+    pub approvals: Mutex<Approvals>,
+    pub roots: Mutex<WritableRoots>,
+    pub peer: Peer,
+    pub exit_tx: mpsc::UnboundedSender<ExitRequest>,
+    rollout: Mutex<Option<RolloutWriter>>,
+    history: Mutex<Vec<RolloutItem>>,
+    token_usage: Mutex<Option<TokenUsageInfo>>,
+    rollout_failed: AtomicBool,
+}
+
+impl Session {
+    /// Sends one event. Fails only when the connection is closed.
+    /// The event is serialized once, borrowed; the call waits for room in
+    /// the writer's queue (backpressure).
+    pub async fn emit(&self, id: &str, msg: &EventMsg) -> bool {
+        self.peer.notify(methods::EVENT, EventRef { id, msg }).await.is_ok()
+    }
+
+    /// Appends `item` to the rollout and the conversation history.
+    pub fn record(&self, item: RolloutItem) {
+        self.persist(&item);
+        lock(&self.history).push(item);
+    }
+
+    /// Appends `item` to the rollout only.
+    pub fn persist(&self, item: &RolloutItem) {
+        if let Some(w) = lock(&self.rollout).as_mut()
+            && let Err(e) = w.write(item)
+            && !self.rollout_failed.swap(true, Ordering::AcqRel)
+        {
+            warn!(error = %e, "cannot write the rollout; the session is no longer persisted");
+        }
+    }
+
+    /// `fsync`s the rollout (on a blocking thread).
+    pub async fn sync_rollout(&self) {
+        let handle = lock(&self.rollout).as_ref().map(RolloutWriter::sync_handle);
+        if let Some(Ok(file)) = handle {
+            let r = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            if let Ok(Err(e)) = r {
+                warn!(error = %e, "cannot sync the rollout");
+            }
+        }
+    }
+
+    pub fn prompt(&self, turn_id: &str, turn_index: u64) -> Prompt {
+        Prompt { turn_id: turn_id.to_owned(), turn_index, history: lock(&self.history).clone() }
+    }
+
+    /// Adds a model call's usage; returns the session's usage info.
+    pub fn add_usage(&self, last: TokenUsage) -> TokenUsageInfo {
+        let mut u = lock(&self.token_usage);
+        let total = u.map(|i| i.total_token_usage).unwrap_or_default().add(&last);
+        let info = TokenUsageInfo {
+            total_token_usage: total,
+            last_token_usage: last,
+            model_context_window: self.model.context_window(),
+        };
+        *u = Some(info);
+        info
+    }
+}
+
+fn err(code: i64, message: impl Into<String>) -> ErrorObject {
+    ErrorObject::new(code, message)
+}
+
+/// Builds the brain named by the params (or the agent's default).
+fn make_model(params: &SessionStartParams, config: &AgentConfig) -> Result<Box<dyn Model>, ErrorObject> {
+    let name = params.model.as_ref().map(|m| m.name.as_str()).unwrap_or(&config.default_model);
+    match name {
+        "shell" => Ok(Box::new(ShellBrain)),
+        "script" => {
+            let scenario = params
+                .model
+                .as_ref()
+                .and_then(|m| m.scenario.clone())
+                .or_else(|| config.default_scenario.clone())
+                .ok_or_else(|| {
+                    err(
+                        codes::MODEL_UNAVAILABLE,
+                        "the script model needs a scenario file (model.scenario or --scenario)",
+                    )
+                })?;
+            let scenario = if scenario.is_absolute() { scenario } else { params.cwd.join(scenario) };
+            let s = Scenario::load(&scenario)
+                .map_err(|e| err(codes::MODEL_UNAVAILABLE, format!("bad scenario: {e}")))?;
+            Ok(Box::new(ScriptBrain::new(s)))
+        }
+        other => Err(err(
+            codes::MODEL_UNAVAILABLE,
+            format!("unknown model `{other}`; this agent has: {}", crate::MODELS.join(", ")),
+        )),
+    }
+}
+
+fn load_history(source: &HistorySource, home: &Path, resumed: bool) -> Result<LoadedRollout, ErrorObject> {
+    let unavailable = |m: String| err(codes::HISTORY_UNAVAILABLE, m);
+    match source {
+        HistorySource::RolloutPath(p) => {
+            rollout::load(p).map_err(|e| unavailable(format!("cannot read the rollout {}: {e}", p.display())))
+        }
+        HistorySource::SessionId(id) => {
+            let path = rollout::find_by_id(home, id)
+                .map_err(|e| unavailable(format!("cannot search {}: {e}", home.display())))?
+                .ok_or_else(|| unavailable(format!("no session `{id}` under {}", home.display())))?;
+            rollout::load(&path)
+                .map_err(|e| unavailable(format!("cannot read the rollout {}: {e}", path.display())))
+        }
+        HistorySource::Items(items) if !resumed => Ok(LoadedRollout::from_items(items.clone())),
+        HistorySource::Items(_) => Err(unavailable(
+            "a resumed history needs a session_id or a rollout_path (items only fork)".into(),
+        )),
+    }
+}
+
+/// Everything `session/start` produces.
+pub(crate) struct Started {
+    pub session: Arc<Session>,
+    pub configured: EventMsg,
+    pub result: SessionStartResult,
+}
+
+/// Validates the params, builds the brain, loads the history, opens the
+/// rollout. Blocking file I/O, all of it short.
+pub(crate) fn start(
+    params: SessionStartParams,
+    config: &AgentConfig,
+    peer: Peer,
+    exit_tx: mpsc::UnboundedSender<ExitRequest>,
+) -> Result<Started, ErrorObject> {
+    if !params.cwd.is_absolute() {
+        return Err(ErrorObject::invalid_params(format!(
+            "cwd must be absolute, got {}",
+            params.cwd.display()
+        )));
+    }
+    if !params.cwd.is_dir() {
+        return Err(ErrorObject::invalid_params(format!("cwd {} is not a directory", params.cwd.display())));
+    }
+    let cwd = resolve_path(Path::new("/"), &params.cwd.to_string_lossy());
+    let model = make_model(&params, config)?;
+    let model_name = model.name().to_owned();
+
+    let (loaded, resumed) = match &params.initial_history {
+        InitialHistory::New => (None, false),
+        InitialHistory::Resumed { from } => (Some(load_history(from, &config.home, true)?), true),
+        InitialHistory::Forked { from } => (Some(load_history(from, &config.home, false)?), false),
+    };
+    let cannot_write = |e: std::io::Error| {
+        err(codes::INTERNAL_ERROR, format!("cannot write the rollout under {}: {e}", config.home.display()))
+    };
+
+    let (session_id, writer, forked_from, items) = match (loaded, resumed) {
+        (None, _) => {
+            let id = uuid_v7();
+            let w = RolloutWriter::create(&config.home, &id).map_err(cannot_write)?;
+            (id, w, None, Vec::new())
+        }
+        (Some(loaded), true) => {
+            let Some(meta) = loaded.meta.as_ref() else {
+                return Err(err(codes::HISTORY_UNAVAILABLE, "the rollout has no session_meta line"));
+            };
+            let id = meta.session_id.clone();
+            let w = RolloutWriter::append_to(&loaded)
+                .map_err(|e| err(codes::HISTORY_UNAVAILABLE, format!("cannot append to the rollout: {e}")))?;
+            (id, w, None, loaded.items)
+        }
+        (Some(loaded), false) => {
+            let id = uuid_v7();
+            let w = RolloutWriter::create(&config.home, &id).map_err(cannot_write)?;
+            (id, w, loaded.meta.map(|m| m.session_id), loaded.items)
+        }
+    };
+    let mut writer = writer;
+    if !resumed {
+        let meta = RolloutItem::SessionMeta(SessionMeta {
+            session_id: session_id.clone(),
+            created_at: now_rfc3339(),
+            cwd: cwd.clone(),
+            source: params.source.clone(),
+            model: model_name.clone(),
+            approval_policy: params.approval_policy,
+            forked_from: forked_from.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        });
+        writer.write(&meta).map_err(cannot_write)?;
+        for item in &items {
+            writer.write(item).map_err(cannot_write)?;
+        }
+    }
+    let token_usage = rollout::last_token_usage(&items);
+    let rollout_path = writer.path().to_path_buf();
+    let history_len = items.len() as u64;
+
+    let mut roots = WritableRoots::new([cwd.clone()]);
+    for r in &params.writable_roots {
+        roots.add(resolve_path(&cwd, &r.to_string_lossy()));
+    }
+    let session = Arc::new(Session {
+        id: session_id.clone(),
+        cwd: cwd.clone(),
+        model,
+        exec_timeout: params
+            .exec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(crate::exec::DEFAULT_TIMEOUT),
+        keep_secret_env: params.exec.keep_secret_env,
+        approvals: Mutex::new(Approvals::new(params.approval_policy)),
+        roots: Mutex::new(roots),
+        peer,
+        exit_tx,
+        rollout: Mutex::new(Some(writer)),
+        history: Mutex::new(items),
+        token_usage: Mutex::new(token_usage),
+        rollout_failed: AtomicBool::new(false),
+    });
+    let configured = EventMsg::SessionConfigured {
+        session_id: session_id.clone(),
+        model: model_name,
+        rollout_path: Some(rollout_path.clone()),
+        history_len,
+        token_usage,
+        cwd,
+        approval_policy: params.approval_policy,
+        forked_from,
+    };
+    let result = SessionStartResult { session_id, rollout_path: Some(rollout_path) };
+    Ok(Started { session, configured, result })
+}
+
+// ---------------------------------------------------------------------------
+// The actor.
+
+/// A message to the session actor.
+pub(crate) enum ActorCmd {
+    Submit {
+        id: String,
+        op: Op,
+        reply: oneshot::Sender<Result<(), ErrorObject>>,
+    },
+    /// The connection closed: abort, flush, then answer.
+    ConnectionClosed {
+        done: oneshot::Sender<()>,
+    },
+}
+
+struct RunningTurn {
+    id: String,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<TurnAbortReason>>>,
+    join: JoinHandle<TurnOutcome>,
+}
+
+impl RunningTurn {
+    fn abort(&self, reason: TurnAbortReason) {
+        lock(&self.reason).get_or_insert(reason);
+        self.cancel.cancel();
+    }
+}
+
+/// Owns the turn state; handles submissions one at a time, and ends turns.
+pub(crate) struct Actor {
+    session: Arc<Session>,
+    rx: mpsc::UnboundedReceiver<ActorCmd>,
+    turn: Option<RunningTurn>,
+    turns_started: u64,
+    /// Replies never sent (after `hang`), kept so their requests stay unanswered.
+    parked: Vec<oneshot::Sender<Result<(), ErrorObject>>>,
+}
+
+impl Actor {
+    pub fn spawn(session: Arc<Session>) -> mpsc::UnboundedSender<ActorCmd> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor { session, rx, turn: None, turns_started: 0, parked: Vec::new() };
+        tokio::spawn(actor.run());
+        tx
+    }
+
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if !self.handle(cmd).await {
+                        break;
+                    }
+                }
+                outcome = join_turn(&mut self.turn) => self.finish_turn(outcome).await,
+            }
+        }
+        debug!("session actor stopped");
+    }
+
+    /// Returns false when the actor should stop.
+    async fn handle(&mut self, cmd: ActorCmd) -> bool {
+        if is_hung() {
+            if let ActorCmd::Submit { reply, .. } = cmd {
+                self.parked.push(reply);
+            }
+            return true;
+        }
+        match cmd {
+            ActorCmd::Submit { id, op, reply } => match op {
+                Op::UserInput { items } => {
+                    if let Some(t) = &self.turn {
+                        let _ = reply.send(Err(err(
+                            codes::TURN_IN_PROGRESS,
+                            format!("turn `{}` is in progress: interrupt it or wait for it to end", t.id),
+                        )));
+                        return true;
+                    }
+                    self.session.record(RolloutItem::UserInput { turn_id: id.clone(), items });
+                    let cancel = CancellationToken::new();
+                    let reason = Arc::new(Mutex::new(None));
+                    let turn = Turn {
+                        session: Arc::clone(&self.session),
+                        id: id.clone(),
+                        index: self.turns_started,
+                        cancel: cancel.clone(),
+                        last_message: Mutex::new(None),
+                    };
+                    self.turns_started += 1;
+                    let join = tokio::spawn(turn.run_until_cancelled(Arc::clone(&reason)));
+                    self.turn = Some(RunningTurn { id, cancel, reason, join });
+                    let _ = reply.send(Ok(()));
+                    true
+                }
+                Op::Interrupt => {
+                    if let Some(t) = &self.turn {
+                        debug!(turn = %t.id, "interrupt");
+                        t.abort(TurnAbortReason::Interrupted);
+                    }
+                    let _ = reply.send(Ok(()));
+                    true
+                }
+                Op::Shutdown => {
+                    let _ = reply.send(Ok(()));
+                    self.stop(TurnAbortReason::Shutdown).await;
+                    self.session.emit(&id, &EventMsg::ShutdownComplete).await;
+                    let _ = self.session.exit_tx.send(ExitRequest::Shutdown);
+                    // Later submissions find the actor gone: -32015.
+                    false
+                }
+            },
+            ActorCmd::ConnectionClosed { done } => {
+                self.stop(TurnAbortReason::Shutdown).await;
+                let _ = done.send(());
+                false
+            }
+        }
+    }
+
+    /// Aborts the running turn (if any), waits for it, flushes the rollout.
+    async fn stop(&mut self, reason: TurnAbortReason) {
+        if let Some(t) = &self.turn {
+            t.abort(reason);
+            let outcome = join_turn(&mut self.turn).await;
+            self.finish_turn(outcome).await;
+        }
+        self.session.sync_rollout().await;
+    }
+
+    async fn finish_turn(&mut self, outcome: Result<TurnOutcome, tokio::task::JoinError>) {
+        let Some(turn) = self.turn.take() else { return };
+        let session = &self.session;
+        let msg = match outcome {
+            Ok(TurnOutcome::Completed { last_agent_message }) => {
+                session.persist(&RolloutItem::TurnComplete { turn_id: turn.id.clone() });
+                EventMsg::TaskComplete { turn_id: turn.id.clone(), last_agent_message }
+            }
+            Ok(TurnOutcome::Aborted(reason)) => {
+                session.persist(&RolloutItem::TurnAborted { turn_id: turn.id.clone(), reason });
+                EventMsg::TurnAborted { turn_id: turn.id.clone(), reason }
+            }
+            Err(e) => {
+                warn!(error = %e, "the turn task failed");
+                session
+                    .emit(
+                        &turn.id,
+                        &EventMsg::Error { message: format!("internal error: the turn failed: {e}") },
+                    )
+                    .await;
+                session.persist(&RolloutItem::TurnComplete { turn_id: turn.id.clone() });
+                EventMsg::TaskComplete { turn_id: turn.id.clone(), last_agent_message: None }
+            }
+        };
+        session.emit(&turn.id, &msg).await;
+        session.sync_rollout().await;
+    }
+}
+
+async fn join_turn(turn: &mut Option<RunningTurn>) -> Result<TurnOutcome, tokio::task::JoinError> {
+    match turn {
+        Some(t) => (&mut t.join).await,
+        None => std::future::pending().await,
+    }
+}
