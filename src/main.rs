@@ -1,5 +1,7 @@
 //! The `deputy` command line.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one turn of a sub-agent and exit (for scripts, CI and quick jobs).
+    #[command(long_about = "Run one turn of a sub-agent and exit.\n\n\
+        Spawns the sub-agent (this installation's `deputy agent` unless --agent names another \
+        program that speaks the Deputy protocol), sends PROMPT as one user input, shows what the \
+        agent does while it does it, answers its approval requests, and shuts it down when the \
+        turn ends. Ctrl-C cancels (the agent's whole process tree is gone within 500 ms); a second \
+        Ctrl-C kills it at once.")]
+    Exec(cli::exec::ExecArgs),
+    /// Talk to a sub-agent interactively, turn after turn.
+    Chat(cli::chat::ChatArgs),
+    /// List and show stored sessions (rollouts).
+    Sessions(cli::sessions::SessionsArgs),
     /// Serve the Deputy protocol on stdin/stdout: the sub-agent process.
     #[command(
         long_about = "Serve the Deputy protocol on stdin/stdout: the sub-agent process that editors, \
@@ -76,9 +90,32 @@ enum LogFormatArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Exec(args) => host(|| cli::exec::run(args)),
+        Command::Chat(args) => host(|| cli::chat::run(args)),
+        Command::Sessions(args) => code(cli::sessions::run(args)),
         Command::Schema { out, check } => schema(&out, check),
         Command::Agent { home, model, scenario, log_format } => agent(home, model, scenario, log_format),
     }
+}
+
+fn code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs a host command (`exec`, `chat`) on a small runtime, logging to stderr.
+fn host<F: std::future::Future<Output = i32>>(run: impl FnOnce() -> F) -> ExitCode {
+    deputy_agent::init_logging(deputy_agent::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("deputy: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let status = runtime.block_on(run());
+    // Do not wait for blocking readers (a terminal prompt nobody answers).
+    runtime.shutdown_background();
+    code(status)
 }
 
 fn agent(

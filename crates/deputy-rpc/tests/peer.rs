@@ -575,43 +575,6 @@ async fn odd_responses_to_our_requests() {
     assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "id": "c", "result": null}));
 }
 
-#[test]
-fn every_line_in_and_out_is_traced_never_printed() {
-    use std::io::Write;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let capture = Capture::default();
-    let sink = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    // A current-thread runtime runs every task on this thread, under this subscriber.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let (_peer, _conn, mut raw) = raw_peer(math_router(), PeerConfig::default());
-        raw.send(b"{\"id\":1,\"method\":\"echo\",\"params\":\"traced\"}\n").await;
-        raw.json().await;
-    });
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(out.contains(r#"TRACE"#), "{out}");
-    assert!(out.contains(r#"<- line={"id":1,"method":"echo","params":"traced"}"#), "{out}");
-    assert!(out.contains(r#"-> line={"jsonrpc":"2.0","id":1,"result":"traced"}"#), "{out}");
-}
-
 #[tokio::test]
 async fn eof_cancels_incoming_handlers_without_answering() {
     let dropped = Arc::new(AtomicBool::new(false));

@@ -28,7 +28,7 @@ fn router(name: &'static str, notified: Arc<AtomicU64>) -> Router {
     let mut r = Router::new();
     r.request("square", move |req: Req, _ctx| async move {
         // Yield sometimes so answers come back out of order.
-        if req.n % 7 == 0 {
+        if req.n.is_multiple_of(7) {
             tokio::task::yield_now().await;
         }
         Ok::<_, ErrorObject>(Resp { n: req.n, square: req.n * req.n, by: format!("{name} for {}", req.from) })

@@ -1,0 +1,927 @@
+//! The interactive conversation: spawn, handshake, events, submissions,
+//! approvals, and the supervisor that runs the cancel ladder.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use deputy_protocol::ApprovalResult;
+use deputy_protocol::{
+    ClientCapabilities, Event, EventMsg, ExecApprovalParams, InitializeParams, InitializeResult, Op,
+    PROTOCOL_VERSION, PatchApprovalParams, ReviewDecision, SessionStartResult, Submission, SubmitResult,
+    TokenUsageInfo, methods,
+};
+use deputy_rpc::{Connection, ErrorObject, Peer, RequestContext, RequestOptions, Router, RpcError};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::approver::{ApprovalContext, Approver};
+use crate::command::AgentCommand;
+use crate::config::ConversationConfig;
+use crate::error::HostError;
+use crate::filter::EventFilter;
+use crate::io::{ClosableStdin, ProtocolSignal, StdinControl, StdoutTap};
+use crate::process::{self, ChildProc};
+use crate::stderr::{self, StderrTail};
+
+/// After the agent exited on its own: how long to keep reading its stdout
+/// (the events it wrote before exiting) before the reader is aborted.
+const EXIT_DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// After the tree was killed: how long to wait for stderr's EOF (for a complete tail).
+const STDERR_GRACE: Duration = Duration::from_millis(50);
+
+/// Spawn: how long to wait for `session_configured` to be handled after the
+/// `session/start` answer (it was sent before it; this only bridges two tasks).
+const SESSION_CONFIGURED_WAIT: Duration = Duration::from_millis(250);
+/// Ladder: how long the `abort` answers of pending approvals may take to be queued.
+const APPROVAL_ABORT_GRACE: Duration = Duration::from_millis(20);
+
+static SHUTDOWN_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// How a conversation's agent process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The agent exited by itself during the ladder, before the deadline.
+    /// `elapsed` runs from the start of the ladder to the exit.
+    Graceful { status: ExitStatus, elapsed: Duration },
+    /// The agent's process tree was SIGKILLed: at the ladder's deadline, or at
+    /// once because it misbehaved (see the conversation's error), or on drop.
+    /// `elapsed` runs from the start of the ladder (or of the kill) to the reap.
+    Killed { status: ExitStatus, elapsed: Duration },
+    /// The agent exited on its own before anyone asked it to (after a
+    /// `shutdown` op submitted by the caller, or a crash: see the error).
+    Exited { status: ExitStatus },
+}
+
+impl Ending {
+    /// The agent's exit status.
+    pub fn status(&self) -> ExitStatus {
+        match self {
+            Ending::Graceful { status, .. } | Ending::Killed { status, .. } | Ending::Exited { status } => {
+                *status
+            }
+        }
+    }
+
+    /// Time from the start of the ladder to the end (zero for [`Ending::Exited`]).
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            Ending::Graceful { elapsed, .. } | Ending::Killed { elapsed, .. } => *elapsed,
+            Ending::Exited { .. } => Duration::ZERO,
+        }
+    }
+
+    /// Whether the tree had to be killed.
+    pub fn was_killed(&self) -> bool {
+        matches!(self, Ending::Killed { .. })
+    }
+}
+
+/// The supervisor's verdict.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub ending: Ending,
+    pub error: Option<HostError>,
+}
+
+/// Why the supervisor kills at once; turned into a [`HostError`] with the
+/// stderr tail once the tree is gone.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    Cancelled,
+    HandshakeTimeout(Duration),
+    Handshake { method: &'static str, error: ErrorObject },
+    Version(u32),
+    Protocol(String),
+    StdoutClosed,
+    Rpc(Arc<RpcError>),
+}
+
+impl Fault {
+    fn into_error(self, stderr_tail: String) -> HostError {
+        match self {
+            Fault::Cancelled => HostError::Cancelled,
+            Fault::HandshakeTimeout(timeout) => HostError::HandshakeTimeout { timeout, stderr_tail },
+            Fault::Handshake { method, error } => HostError::Handshake { method, error, stderr_tail },
+            Fault::Version(agent) => HostError::ProtocolVersion { host: PROTOCOL_VERSION, agent },
+            Fault::Protocol(detail) => HostError::ProtocolViolation { detail, stderr_tail },
+            Fault::StdoutClosed => HostError::StdoutClosed { stderr_tail },
+            Fault::Rpc(e) => HostError::Rpc(e),
+        }
+    }
+}
+
+/// State shared by the conversation handle, the supervisor and the handlers.
+pub(crate) struct Shared {
+    /// Child of the caller's token: fired by the caller, `cancel()` or drop.
+    cancel: CancellationToken,
+    /// Child of `cancel`, also fired when any ending starts: the forwarder
+    /// stops waiting for room, pending approvals are answered `abort`.
+    drain: CancellationToken,
+    shutdown_req: CancellationToken,
+    kill_req: CancellationToken,
+    kill_fault: Mutex<Option<Fault>>,
+    established: AtomicBool,
+    dropped: AtomicBool,
+    shutdown_complete: AtomicBool,
+    usage: Mutex<Option<TokenUsageInfo>>,
+    /// Fires when the event sink is dropped: every event read was handled
+    /// and the caller's channel is closed.
+    events_done: CancellationToken,
+    /// `session_configured` was handled (it carries the restored token usage).
+    configured: AtomicBool,
+    configured_seen: Notify,
+    /// Approval calls in flight, and a wakeup when the count drops to zero.
+    approvals: AtomicUsize,
+    approvals_idle: Notify,
+    outcome: watch::Sender<Option<Outcome>>,
+    deadline: Duration,
+}
+
+impl Shared {
+    fn new(parent: &CancellationToken, deadline: Duration) -> Self {
+        let cancel = parent.child_token();
+        let drain = cancel.child_token();
+        Shared {
+            cancel,
+            drain,
+            shutdown_req: CancellationToken::new(),
+            kill_req: CancellationToken::new(),
+            kill_fault: Mutex::new(None),
+            established: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+            shutdown_complete: AtomicBool::new(false),
+            usage: Mutex::new(None),
+            events_done: CancellationToken::new(),
+            configured: AtomicBool::new(false),
+            configured_seen: Notify::new(),
+            approvals: AtomicUsize::new(0),
+            approvals_idle: Notify::new(),
+            outcome: watch::channel(None).0,
+            deadline,
+        }
+    }
+
+    fn set_usage(&self, info: TokenUsageInfo) {
+        *self.usage.lock().unwrap_or_else(PoisonError::into_inner) = Some(info);
+    }
+
+    /// Waits until `session_configured` was handled.
+    async fn session_configured(&self) {
+        loop {
+            let seen = self.configured_seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            if self.configured.load(Ordering::Acquire) {
+                return;
+            }
+            seen.await;
+        }
+    }
+
+    /// Waits until no approval call is in flight.
+    async fn approvals_answered(&self) {
+        loop {
+            let idle = self.approvals_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.approvals.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn request_kill(&self, fault: Fault) {
+        let mut slot = self.kill_fault.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() && !self.kill_req.is_cancelled() {
+            *slot = Some(fault);
+        }
+        drop(slot);
+        self.kill_req.cancel();
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        self.outcome.borrow().clone()
+    }
+
+    async fn wait_outcome(&self) -> Outcome {
+        let mut rx = self.outcome.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail.
+        let outcome = rx.wait_for(Option::is_some).await.ok().and_then(|o| o.clone());
+        outcome.expect("the outcome sender outlives its receivers")
+    }
+
+    /// The error to give a caller whose request failed because the conversation
+    /// is ending or has ended: the terminal error once known.
+    async fn ended_error(&self) -> HostError {
+        // The supervisor settles within the deadline plus a few graces.
+        let limit = self.deadline + EXIT_DRAIN_GRACE + Duration::from_secs(1);
+        match tokio::time::timeout(limit, self.wait_outcome()).await {
+            Ok(Outcome { error: Some(e), .. }) => e,
+            _ if self.cancel.is_cancelled() => HostError::Cancelled,
+            _ => HostError::Closed,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Event path.
+
+/// Owned by the router only, so the caller's channel closes when the
+/// connection's tasks end.
+struct EventSink {
+    tx: mpsc::Sender<Event>,
+    filter: EventFilter,
+    shared: Arc<Shared>,
+    one_shot: bool,
+    /// One-shot: the turn ended, nothing more is forwarded.
+    done: AtomicBool,
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.shared.events_done.cancel();
+    }
+}
+
+impl EventSink {
+    async fn deliver(&self, event: Event) {
+        match &event.msg {
+            EventMsg::TokenCount { info: Some(info) } => self.shared.set_usage(*info),
+            EventMsg::SessionConfigured { token_usage, .. } => {
+                if let Some(info) = token_usage {
+                    self.shared.set_usage(*info);
+                }
+                self.shared.configured.store(true, Ordering::Release);
+                self.shared.configured_seen.notify_waiters();
+            }
+            EventMsg::ShutdownComplete => self.shared.shutdown_complete.store(true, Ordering::Release),
+            _ => {}
+        }
+        if self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        let ends_one_shot = self.one_shot && event.msg.ends_turn();
+        if self.filter.passes(&event.msg) {
+            match self.tx.try_send(event) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(event)) => {
+                    // Wait for room (backpressure), but never past the start of
+                    // an ending: a consumer that stopped reading must not wedge us.
+                    let drain = &self.shared.drain;
+                    if !drain.is_cancelled() {
+                        tokio::select! {
+                            biased;
+                            _ = self.tx.send(event) => {}
+                            () = drain.cancelled() => {}
+                        }
+                    }
+                }
+            }
+        }
+        if ends_one_shot {
+            self.done.store(true, Ordering::Relaxed);
+            self.shared.shutdown_req.cancel();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Approvals.
+
+struct ApprovalHub {
+    approver: Arc<dyn Approver>,
+    shared: Arc<Shared>,
+}
+
+/// Tells the approver when its call is abandoned (future dropped or raced
+/// out), and keeps the count of approvals in flight.
+struct Withdrawn<'a> {
+    approver: &'a dyn Approver,
+    shared: &'a Shared,
+    key: &'a str,
+    token: &'a CancellationToken,
+    armed: bool,
+}
+
+impl Drop for Withdrawn<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.token.cancel();
+            debug!(key = self.key, "approval withdrawn");
+            self.approver.cancelled(self.key);
+        }
+        if self.shared.approvals.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.approvals_idle.notify_waiters();
+        }
+    }
+}
+
+impl ApprovalHub {
+    async fn exec(self: Arc<Self>, params: ExecApprovalParams) -> ReviewDecision {
+        let key = params.approval_key().to_owned();
+        let token = self.shared.drain.child_token();
+        let cx = ApprovalContext::new(key.clone(), token.clone());
+        let call = self.approver.approve_exec(params, cx);
+        self.race(&key, &token, call).await
+    }
+
+    async fn patch(self: Arc<Self>, params: PatchApprovalParams) -> ReviewDecision {
+        let key = params.call_id.clone();
+        let token = self.shared.drain.child_token();
+        let cx = ApprovalContext::new(key.clone(), token.clone());
+        let call = self.approver.approve_patch(params, cx);
+        self.race(&key, &token, call).await
+    }
+
+    /// Runs the approver's call raced against the conversation ending (then
+    /// the answer is `abort`). If the rpc drops this future (the agent sent
+    /// `$/cancelRequest`), the guard tells the approver.
+    async fn race(
+        &self,
+        key: &str,
+        token: &CancellationToken,
+        call: impl Future<Output = ReviewDecision>,
+    ) -> ReviewDecision {
+        self.shared.approvals.fetch_add(1, Ordering::AcqRel);
+        let mut guard =
+            Withdrawn { approver: &*self.approver, shared: &self.shared, key, token, armed: true };
+        let decision = tokio::select! {
+            biased;
+            () = token.cancelled() => None,
+            d = call => Some(d),
+        };
+        match decision {
+            Some(d) => {
+                guard.armed = false;
+                debug!(key, decision = ?d, "approval answered");
+                d
+            }
+            None => {
+                debug!(key, "conversation ending: answering the approval `abort`");
+                ReviewDecision::Abort
+            }
+        }
+    }
+}
+
+fn build_router(sink: Arc<EventSink>, hub: Arc<ApprovalHub>) -> Router {
+    let mut router = Router::new();
+    router.notification(methods::EVENT, move |event: Event| {
+        let sink = Arc::clone(&sink);
+        async move { sink.deliver(event).await }
+    });
+    let exec_hub = Arc::clone(&hub);
+    router.request(methods::APPROVAL_EXEC, move |params: ExecApprovalParams, _cx: RequestContext| {
+        let hub = Arc::clone(&exec_hub);
+        async move { Ok::<_, ErrorObject>(ApprovalResult { decision: hub.exec(params).await }) }
+    });
+    router.request(methods::APPROVAL_PATCH, move |params: PatchApprovalParams, _cx: RequestContext| {
+        let hub = Arc::clone(&hub);
+        async move { Ok::<_, ErrorObject>(ApprovalResult { decision: hub.patch(params).await }) }
+    });
+    router
+}
+
+// ---------------------------------------------------------------------------
+// Supervisor: owns the process-level state machine.
+
+struct Supervisor {
+    child: Arc<ChildProc>,
+    peer: Peer,
+    conn: Arc<Connection>,
+    stderr_tail: Arc<StderrTail>,
+    stderr_task: Option<JoinHandle<()>>,
+    stdin: Arc<StdinControl>,
+    protocol: ProtocolSignal,
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let outcome = self.supervise().await;
+        if let Some(e) = &outcome.error {
+            debug!(pid = self.child.pid(), error = %e, "conversation ended with an error");
+        }
+        debug!(pid = self.child.pid(), ending = ?outcome.ending, "conversation ended");
+        self.shared.outcome.send_replace(Some(outcome));
+    }
+
+    async fn supervise(&mut self) -> Outcome {
+        let shared = Arc::clone(&self.shared);
+        tokio::select! {
+            biased;
+            () = shared.kill_req.cancelled() => {
+                let fault = shared.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take();
+                self.kill_now(fault.unwrap_or(Fault::Cancelled)).await
+            }
+            () = shared.cancel.cancelled() => {
+                if shared.dropped.load(Ordering::Acquire) || !shared.established.load(Ordering::Acquire) {
+                    self.kill_now(Fault::Cancelled).await
+                } else {
+                    self.ladder(true).await
+                }
+            }
+            () = shared.shutdown_req.cancelled() => self.ladder(false).await,
+            () = self.protocol.fired() => {
+                let detail = self.protocol.detail().unwrap_or("invalid output").to_owned();
+                self.kill_now(Fault::Protocol(detail)).await
+            }
+            () = self.child.exited() => self.exited_on_its_own().await,
+            () = self.peer.closed() => self.stdout_closed().await,
+        }
+    }
+
+    /// The agent exited before anyone asked: read what it wrote, then clean up.
+    async fn exited_on_its_own(&mut self) -> Outcome {
+        // Read to EOF, and let the events read be handled (one of them may be
+        // `shutdown_complete`, which makes this exit a normal one).
+        if tokio::time::timeout(EXIT_DRAIN_GRACE, self.peer.closed()).await.is_ok() {
+            let done = &self.shared.events_done;
+            if tokio::time::timeout(EXIT_DRAIN_GRACE, done.cancelled()).await.is_err() {
+                // The consumer is not reading: stop waiting for room.
+                self.shared.drain.cancel();
+                let _ = tokio::time::timeout(STDERR_GRACE, done.cancelled()).await;
+            }
+        }
+        let status = self.finalize().await;
+        let asked = self.shared.shutdown_complete.load(Ordering::Acquire);
+        let error =
+            (!asked).then(|| HostError::AgentExited { status, stderr_tail: self.stderr_tail.snapshot() });
+        Outcome { ending: Ending::Exited { status }, error }
+    }
+
+    /// Stdout ended (or the connection failed) first: the agent gets the
+    /// deadline to exit; if it is still running then, it is killed.
+    async fn stdout_closed(&mut self) -> Outcome {
+        let shared = Arc::clone(&self.shared);
+        tokio::select! {
+            biased;
+            () = shared.kill_req.cancelled() => {
+                let fault = shared.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take();
+                self.kill_now(fault.unwrap_or(Fault::Cancelled)).await
+            }
+            () = self.child.exited() => self.exited_on_its_own().await,
+            () = shared.cancel.cancelled() => self.kill_now(Fault::Cancelled).await,
+            () = shared.shutdown_req.cancelled() => self.ladder(false).await,
+            () = tokio::time::sleep(shared.deadline) => {
+                let reason = self.peer.close_reason().unwrap_or_default();
+                debug!(pid = self.child.pid(), %reason, "the agent's stdout closed while it runs");
+                self.kill_now(Fault::StdoutClosed).await
+            }
+        }
+    }
+
+    /// The cancel ladder (`interrupt` true) or a graceful shutdown (false).
+    async fn ladder(&mut self, interrupt: bool) -> Outcome {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::from_std(start + self.shared.deadline);
+        // 1. Pending approvals are answered `abort`; the forwarder stops waiting.
+        self.shared.drain.cancel();
+        if self.shared.approvals.load(Ordering::Acquire) > 0 {
+            // Let the `abort` answers be queued before `shutdown` (and the EOF after it).
+            let _ = tokio::time::timeout(APPROVAL_ABORT_GRACE, self.shared.approvals_answered()).await;
+            tokio::task::yield_now().await;
+        }
+        if !self.child.has_exited() {
+            // Interrupt and shutdown back to back, then EOF: no waiting on answers.
+            let marker = format!(
+                "deputy-host-shutdown-{}-{}",
+                self.child.pid(),
+                SHUTDOWN_SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            self.stdin.close_after(&marker);
+            if self.peer.is_closed() {
+                // The writer is gone (stdout ended first): EOF now.
+                self.stdin.release();
+            }
+            let opts = RequestOptions::default().send_cancel_on_drop(false);
+            let interrupt = interrupt.then(|| {
+                self.peer.request_with::<_, SubmitResult>(
+                    methods::SUBMIT,
+                    Submission { id: None, op: Op::Interrupt },
+                    opts.clone(),
+                )
+            });
+            let shutdown = self.peer.request_with::<_, SubmitResult>(
+                methods::SUBMIT,
+                Submission { id: Some(marker), op: Op::Shutdown },
+                opts,
+            );
+            let requests = async move {
+                match interrupt {
+                    // `join` polls both at once: both lines are queued in order.
+                    Some(i) => drop(futures::future::join(i, shutdown).await),
+                    None => drop(shutdown.await),
+                }
+                std::future::pending::<()>().await
+            };
+            // 2. Keep reading (the peer does) until the agent exits, or the deadline.
+            let exited = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    () = self.child.exited() => {}
+                    () = requests => {}
+                }
+            })
+            .await
+            .is_ok();
+            if !exited {
+                // 3. The deadline: kill the tree, reap, abort the reader.
+                self.conn.abort();
+                let status = self.finalize().await;
+                return Outcome { ending: Ending::Killed { status, elapsed: start.elapsed() }, error: None };
+            }
+        }
+        let elapsed = start.elapsed();
+        // The agent exited: read its last events (turn_aborted, shutdown_complete)
+        // until EOF, within what is left of the deadline.
+        let _ = tokio::time::timeout_at(deadline, self.peer.closed()).await;
+        // 4. Always end with a tree kill (grandchildren).
+        let status = self.finalize().await;
+        Outcome { ending: Ending::Graceful { status, elapsed }, error: None }
+    }
+
+    /// Kills the tree at once (misbehaviour, cancel during the handshake).
+    async fn kill_now(&mut self, fault: Fault) -> Outcome {
+        let start = Instant::now();
+        self.shared.drain.cancel();
+        self.child.kill_tree();
+        self.conn.abort();
+        let status = self.finalize().await;
+        let error = fault.into_error(self.stderr_tail.snapshot());
+        Outcome { ending: Ending::Killed { status, elapsed: start.elapsed() }, error: Some(error) }
+    }
+
+    /// Kills what is left of the tree, reaps the agent, stops the reader if
+    /// stdout is still open (a process outside the session holds it), and
+    /// collects the rest of stderr.
+    async fn finalize(&mut self) -> ExitStatus {
+        self.stdin.release();
+        let swept = self.child.kill_tree();
+        if swept > 0 {
+            debug!(pid = self.child.pid(), swept, "killed processes left in the agent's session");
+        }
+        let status = self.child.reap().await;
+        if !self.peer.is_closed() {
+            self.conn.abort();
+        }
+        if let Some(mut task) = self.stderr_task.take()
+            && tokio::time::timeout(STDERR_GRACE, &mut task).await.is_err()
+        {
+            task.abort();
+        }
+        status
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Drop guard.
+
+/// Kills the tree synchronously when the conversation is dropped unfinished.
+struct ProcessGuard {
+    child: Arc<ChildProc>,
+    conn: Arc<Connection>,
+    stderr: AbortHandle,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        self.shared.dropped.store(true, Ordering::Release);
+        self.shared.cancel.cancel();
+        if self.child.status().is_none() {
+            // Raw syscalls, here and now: a spawned task could be lost by a
+            // runtime that is shutting down.
+            self.child.kill_tree();
+            if self.child.reap_blocking(Duration::from_millis(100)).is_none() {
+                debug!(pid = self.child.pid(), "agent not reaped yet on drop: the supervisor will");
+            }
+        }
+        self.conn.abort();
+        self.stderr.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public handle.
+
+/// Submits ops to a conversation. Cheap to clone; usable while another task
+/// reads the events.
+#[derive(Clone)]
+pub struct Submitter {
+    peer: Peer,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitter").finish_non_exhaustive()
+    }
+}
+
+impl Submitter {
+    /// Submits `op` with no id: the agent makes one up and it is returned.
+    pub async fn submit(&self, op: Op) -> Result<String, HostError> {
+        self.send(Submission { id: None, op }).await
+    }
+
+    /// Submits `op` under the caller's submission id `id` (events it causes carry it).
+    pub async fn submit_with_id(&self, id: impl Into<String>, op: Op) -> Result<String, HostError> {
+        self.send(Submission { id: Some(id.into()), op }).await
+    }
+
+    async fn send(&self, submission: Submission) -> Result<String, HostError> {
+        if self.shared.drain.is_cancelled() || self.shared.outcome().is_some() {
+            return Err(self.shared.ended_error().await);
+        }
+        let opts = RequestOptions::default().cancel(self.shared.drain.clone());
+        match self.peer.request_with::<_, SubmitResult>(methods::SUBMIT, submission, opts).await {
+            Ok(result) => Ok(result.id),
+            Err(RpcError::Remote(error)) => Err(HostError::Rejected { method: methods::SUBMIT, error }),
+            Err(RpcError::Cancelled | RpcError::ConnectionClosed { .. }) => {
+                Err(self.shared.ended_error().await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A live conversation with an agent process.
+///
+/// Events arrive through [`next_event`](Self::next_event) (a bounded channel;
+/// `None` once the agent is gone and every event was read). Ops go through
+/// [`submit`](Self::submit) / [`submit_with_id`](Self::submit_with_id) or a
+/// cloned [`Submitter`]. Approvals are answered by the [`Approver`] given at
+/// spawn and never appear as events.
+///
+/// The conversation ends by [`cancel`](Self::cancel) (or the caller's token),
+/// [`shutdown`](Self::shutdown), the agent exiting or misbehaving, or drop
+/// (which SIGKILLs the agent's tree synchronously).
+pub struct Conversation {
+    events: mpsc::Receiver<Event>,
+    submitter: Submitter,
+    init: InitializeResult,
+    session: SessionStartResult,
+    pid: u32,
+    // Last: dropped after the rest.
+    _guard: ProcessGuard,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("pid", &self.pid)
+            .field("session_id", &self.session.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conversation {
+    /// Spawns `command`, runs the handshake (`initialize`, `session/start`) and
+    /// returns the live conversation.
+    ///
+    /// `cancel` cancels it at any time, the spawn and handshake included: the
+    /// conversation's tasks use child tokens of it. Errors: the program cannot
+    /// start ([`HostError::Spawn`]), the handshake times out, is rejected, or
+    /// the agent dies or misbehaves during it (the child is killed and reaped
+    /// before this returns), or [`HostError::Cancelled`].
+    pub async fn spawn(
+        command: AgentCommand,
+        config: ConversationConfig,
+        approver: Arc<dyn Approver>,
+        cancel: CancellationToken,
+    ) -> Result<Conversation, HostError> {
+        Self::spawn_inner(&command, config, approver, cancel, false).await
+    }
+
+    pub(crate) async fn spawn_inner(
+        command: &AgentCommand,
+        config: ConversationConfig,
+        approver: Arc<dyn Approver>,
+        cancel: CancellationToken,
+        one_shot: bool,
+    ) -> Result<Conversation, HostError> {
+        if cancel.is_cancelled() {
+            return Err(HostError::Cancelled);
+        }
+        let agent = process::spawn(command)?;
+        let child = Arc::new(agent.child);
+        let pid = child.pid();
+        let shared = Arc::new(Shared::new(&cancel, config.shutdown_deadline));
+        let tail = Arc::new(StderrTail::default());
+        let stderr_task = stderr::spawn_drain(agent.stderr, Arc::clone(&tail), pid);
+        let (tx, events) = mpsc::channel(config.event_capacity.max(1));
+        let sink = Arc::new(EventSink {
+            tx,
+            filter: config.event_filter.clone(),
+            shared: Arc::clone(&shared),
+            one_shot,
+            done: AtomicBool::new(false),
+        });
+        let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
+        let protocol = ProtocolSignal::default();
+        let stdin = Arc::new(StdinControl::new(&agent.stdin));
+        let (peer, conn) = Peer::serve(
+            StdoutTap::new(agent.stdout, protocol.clone()),
+            ClosableStdin::new(agent.stdin, Arc::clone(&stdin)),
+            build_router(sink, hub),
+            config.rpc.clone(),
+        );
+        let conn = Arc::new(conn);
+        let guard = ProcessGuard {
+            child: Arc::clone(&child),
+            conn: Arc::clone(&conn),
+            stderr: stderr_task.abort_handle(),
+            shared: Arc::clone(&shared),
+        };
+        tokio::spawn(
+            Supervisor {
+                child,
+                peer: peer.clone(),
+                conn,
+                stderr_tail: tail,
+                stderr_task: Some(stderr_task),
+                stdin,
+                protocol,
+                shared: Arc::clone(&shared),
+            }
+            .run(),
+        );
+
+        let handshake = async {
+            tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => Err(Some(Fault::Cancelled)),
+                r = tokio::time::timeout(config.handshake_timeout, handshake(&peer, &config)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Some(Fault::HandshakeTimeout(config.handshake_timeout))),
+                },
+                // The supervisor finished first (the agent died or misbehaved).
+                _ = shared.wait_outcome() => Err(None),
+            }
+        };
+        match handshake.await {
+            Ok((init, session)) => {
+                // `session_configured` is written before the `session/start`
+                // answer, but events are handled on another task than
+                // answers: let it be handled, so the restored token usage is
+                // there when this returns (bounded, for agents that skip it).
+                if tokio::time::timeout(SESSION_CONFIGURED_WAIT, shared.session_configured()).await.is_err() {
+                    debug!(pid, "no session_configured event before the session/start answer");
+                }
+                shared.established.store(true, Ordering::Release);
+                debug!(pid, session_id = %session.session_id, agent = %init.agent_info.name, "conversation established");
+                Ok(Conversation {
+                    events,
+                    submitter: Submitter { peer, shared },
+                    init,
+                    session,
+                    pid,
+                    _guard: guard,
+                })
+            }
+            Err(fault) => {
+                if let Some(fault) = fault {
+                    shared.request_kill(fault);
+                }
+                let outcome = shared.wait_outcome().await;
+                drop(guard);
+                Err(outcome.error.unwrap_or(HostError::Closed))
+            }
+        }
+    }
+
+    /// The session id (from `session/start`).
+    pub fn session_id(&self) -> &str {
+        &self.session.session_id
+    }
+
+    /// Where the agent writes the session's rollout, if it persists one.
+    pub fn rollout_path(&self) -> Option<&Path> {
+        self.session.rollout_path.as_deref()
+    }
+
+    /// The agent's answer to `initialize` (name, version, capabilities).
+    pub fn agent_info(&self) -> &InitializeResult {
+        &self.init
+    }
+
+    /// The latest token usage: from the last `token_count` event (whatever
+    /// the filter), initially from `session_configured` (restored on resume).
+    pub fn token_usage(&self) -> Option<TokenUsageInfo> {
+        *self.submitter.shared.usage.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The agent's pid (also its process group and session id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Submits `op`; the agent picks the submission id, which is returned.
+    pub async fn submit(&self, op: Op) -> Result<String, HostError> {
+        self.submitter.submit(op).await
+    }
+
+    /// Submits `op` under the caller's submission id.
+    pub async fn submit_with_id(&self, id: impl Into<String>, op: Op) -> Result<String, HostError> {
+        self.submitter.submit_with_id(id, op).await
+    }
+
+    /// A cloneable handle for submitting from elsewhere.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    /// The next event, or `None` once the agent is gone and all events were read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is ready.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Runs the cancel ladder (see the crate docs) and returns how the agent
+    /// ended. Idempotent; events already queued can still be read afterwards.
+    pub async fn cancel(&mut self) -> Ending {
+        self.submitter.shared.cancel.cancel();
+        self.submitter.shared.wait_outcome().await.ending
+    }
+
+    /// Asks the agent to shut down (the `shutdown` op, then EOF), waits for it
+    /// to exit within the deadline, kills its tree if it does not. Errors if
+    /// the conversation had already failed (e.g. the agent crashed).
+    pub async fn shutdown(&mut self) -> Result<Ending, HostError> {
+        self.submitter.shared.shutdown_req.cancel();
+        let outcome = self.submitter.shared.wait_outcome().await;
+        outcome.error.map_or(Ok(outcome.ending), Err)
+    }
+
+    /// Waits until the conversation ends by itself (the agent exits, fails, or
+    /// a cancel/shutdown started elsewhere completes).
+    pub async fn wait(&mut self) -> Result<Ending, HostError> {
+        let outcome = self.submitter.shared.wait_outcome().await;
+        outcome.error.map_or(Ok(outcome.ending), Err)
+    }
+
+    /// The terminal error, once the conversation has ended with one.
+    pub fn error(&self) -> Option<HostError> {
+        self.submitter.shared.outcome().and_then(|o| o.error)
+    }
+
+    /// Whether the conversation has ended (the agent is gone and reaped).
+    pub fn is_finished(&self) -> bool {
+        self.submitter.shared.outcome().is_some()
+    }
+
+    /// Closes the event channel from the receiving side (further events are
+    /// dropped without waiting); buffered ones can still be read.
+    pub(crate) fn close_events(&mut self) {
+        self.events.close();
+    }
+}
+
+async fn handshake(
+    peer: &Peer,
+    config: &ConversationConfig,
+) -> Result<(InitializeResult, SessionStartResult), Option<Fault>> {
+    let params = InitializeParams {
+        protocol_version: PROTOCOL_VERSION,
+        client_info: config.client_info.clone(),
+        capabilities: ClientCapabilities::default(),
+        meta: None,
+    };
+    let init: InitializeResult = peer
+        .request(methods::INITIALIZE, params)
+        .await
+        .map_err(|e| handshake_fault(methods::INITIALIZE, e))?;
+    if init.protocol_version != PROTOCOL_VERSION {
+        return Err(Some(Fault::Version(init.protocol_version)));
+    }
+    let session: SessionStartResult = peer
+        .request(methods::SESSION_START, &config.session)
+        .await
+        .map_err(|e| handshake_fault(methods::SESSION_START, e))?;
+    Ok((init, session))
+}
+
+/// `None`: the connection is gone; the supervisor knows why.
+fn handshake_fault(method: &'static str, e: RpcError) -> Option<Fault> {
+    match e {
+        RpcError::Remote(error) => Some(Fault::Handshake { method, error }),
+        RpcError::ConnectionClosed { .. } => None,
+        RpcError::Decode { source, .. } => {
+            Some(Fault::Protocol(format!("the answer to `{method}` does not decode: {source}")))
+        }
+        RpcError::Cancelled => Some(Fault::Cancelled),
+        e => Some(Fault::Rpc(Arc::new(e))),
+    }
+}

@@ -1,0 +1,113 @@
+//! deputy-host: run a Deputy sub-agent as a child process.
+//!
+//! The parent side of the Deputy protocol (`PROTOCOL.md`): spawn any program
+//! that speaks it (normally [`AgentCommand::deputy_agent`]), run the handshake,
+//! and drive it as an interactive [`Conversation`] or a [`OneShot`]. Approval
+//! requests go to an [`Approver`]; events come through a bounded channel,
+//! filtered by an [`EventFilter`]. Cancellation is a `CancellationToken`;
+//! the agent is gone — its whole process tree — within the 500 ms deadline.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use deputy_host::{AgentCommand, ApproveAll, ConversationConfig, Conversation};
+//! use deputy_protocol::{Op, SessionStartParams};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> Result<(), deputy_host::HostError> {
+//! let config = ConversationConfig::new(SessionStartParams::new("/path/to/project"));
+//! let cancel = CancellationToken::new(); // cancel it to stop everything
+//! let mut conversation =
+//!     Conversation::spawn(AgentCommand::deputy_agent(), config, Arc::new(ApproveAll), cancel).await?;
+//! println!("session {}", conversation.session_id());
+//!
+//! let turn = conversation.submit_with_id("turn-1", Op::text("$ echo hello")).await?;
+//! while let Some(event) = conversation.next_event().await {
+//!     println!("{}: {:?}", event.id, event.msg);
+//!     if event.id == turn && event.msg.ends_turn() {
+//!         break;
+//!     }
+//! }
+//! println!("tokens: {:?}", conversation.token_usage());
+//! let ending = conversation.shutdown().await?;
+//! println!("agent ended: {ending:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! # Process hygiene
+//!
+//! - The agent is spawned with `setsid()` in `pre_exec`: it leads a new session
+//!   and process group (pgid = sid = its pid), with all three stdio pipes.
+//! - stderr is drained concurrently (an undrained pipe blocks the child) into
+//!   `tracing` (target `deputy_host::agent_stderr`, debug) and a bounded tail
+//!   of the last 64 KiB, attached to errors ([`HostError::stderr_tail`]).
+//! - The agent dying at any moment (crash, `exit`, killed) ends the
+//!   conversation promptly: pending submissions fail with
+//!   [`HostError::AgentExited`] (exit status + stderr tail), the event stream
+//!   ends, nothing hangs. Writing non-JSON-RPC to stdout
+//!   ([`HostError::ProtocolViolation`]), closing stdout while alive
+//!   ([`HostError::StdoutClosed`]) or not finishing the handshake in time
+//!   ([`HostError::HandshakeTimeout`], default 10 s) kill it at once. (Until
+//!   `deputy-rpc` reports invalid messages, "non-JSON-RPC" means a line whose
+//!   first byte is not `{` or `[`; JSON that is not JSON-RPC is answered
+//!   `-32600` by the transport but not yet treated as a violation.)
+//! - Flooding stderr is not an error: it is drained as fast as it comes and
+//!   only the last 64 KiB are kept.
+//! - Killing "the tree" is `killpg(pid, SIGKILL)` plus, on Linux, a sweep of
+//!   `/proc/*/stat` that SIGKILLs every process whose session id (field 6,
+//!   read after the last `)`) is the agent's pid: the agent puts its tools in
+//!   process groups of their own, but they stay in its session. Only then is
+//!   the agent reaped (no zombie, and its pid cannot be reused while we signal
+//!   it). A process that starts a session of its own escapes.
+//!
+//! # The cancel ladder (the 500 ms contract)
+//!
+//! On cancel — the caller's token (the conversation uses child tokens of it),
+//! [`Conversation::cancel`], or drop:
+//!
+//! 1. pending approvals are answered `abort` and the approver is told
+//!    ([`Approver::cancelled`], [`ApprovalContext::token`]); `interrupt` and
+//!    `shutdown` are sent back to back (their answers are not awaited) and the
+//!    agent's stdin is closed right after (EOF is one more shutdown signal);
+//! 2. the host keeps reading (events are no longer waited for: a consumer
+//!    that stopped reading cannot wedge it) until the agent exits and its
+//!    stdout ends, or the deadline (`shutdown_deadline`, 500 ms);
+//! 3. at the deadline the tree is SIGKILLed, the agent reaped and the reader
+//!    tasks aborted (a grandchild holding the pipe cannot keep them alive);
+//! 4. in every case it ends with a tree kill, so grandchildren do not outlive
+//!    the agent.
+//!
+//! The result, [`Ending`], says how: [`Ending::Graceful`] (exit status, time
+//! to exit) or [`Ending::Killed`] (at the deadline). Drop cannot wait: it kills
+//! the tree synchronously with raw syscalls and reaps the agent (never through
+//! a spawned task that a shutting-down runtime could lose). Cancelling during
+//! spawn or the handshake kills the agent at once and yields
+//! [`HostError::Cancelled`].
+
+mod approver;
+mod command;
+mod config;
+mod conversation;
+mod error;
+mod filter;
+mod io;
+mod one_shot;
+mod process;
+mod stderr;
+
+pub use approver::{
+    ApprovalContext, ApprovalRequest, ApproveAll, Approver, ChannelApprover, DenyAll, FnApprover,
+    PendingApproval,
+};
+pub use command::AgentCommand;
+pub use config::{
+    ConversationConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
+};
+pub use conversation::{Conversation, Ending, Submitter};
+pub use error::HostError;
+pub use filter::EventFilter;
+pub use one_shot::OneShot;
+pub use stderr::{STDERR_TAIL_BYTES, StderrTail};
+
+pub use async_trait::async_trait;
+pub use deputy_rpc::PeerConfig;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,154 @@
+//! How the command line answers approvals: automatically (`--approve`), by
+//! asking on the terminal, or — with nobody to ask — by denying and saying
+//! how to allow.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::ValueEnum;
+use deputy_host::{ApprovalContext, Approver, async_trait};
+use deputy_protocol::{ExecApprovalParams, PatchApprovalParams, ReviewDecision};
+
+use super::render::Renderer;
+
+/// `--approve`: decide every approval without asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApproveMode {
+    /// Deny every command and patch.
+    Never,
+    /// Approve commands, deny patches.
+    Exec,
+    /// Approve patches, deny commands.
+    Patch,
+    /// Approve every command and patch.
+    All,
+}
+
+/// The command line's approver.
+pub struct CliApprover {
+    mode: Option<ApproveMode>,
+    /// Whether a person can be asked (stdin and stderr are terminals).
+    interactive: bool,
+    renderer: Arc<Renderer>,
+    /// One prompt at a time: concurrent approvals queue for the terminal.
+    prompt: tokio::sync::Mutex<()>,
+    /// Set when any approval was answered `abort` (exit code 3).
+    aborted: AtomicBool,
+    /// Set when an approval was denied for lack of a terminal (hint printed once).
+    hinted: AtomicBool,
+}
+
+impl CliApprover {
+    pub fn new(mode: Option<ApproveMode>, renderer: Arc<Renderer>) -> Arc<CliApprover> {
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        Arc::new(CliApprover {
+            mode,
+            interactive,
+            renderer,
+            prompt: tokio::sync::Mutex::new(()),
+            aborted: AtomicBool::new(false),
+            hinted: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether any approval was answered `abort`.
+    pub fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    async fn decide(&self, exec: bool, what: String, cx: &ApprovalContext) -> ReviewDecision {
+        let decision = match self.mode {
+            Some(ApproveMode::All) => ReviewDecision::Approved,
+            Some(ApproveMode::Exec) if exec => ReviewDecision::Approved,
+            Some(ApproveMode::Patch) if !exec => ReviewDecision::Approved,
+            Some(_) => {
+                self.renderer.note(&format!("denied {what} (by --approve)"));
+                ReviewDecision::Denied
+            }
+            None if self.interactive => self.ask(&what, cx).await,
+            None => {
+                let flag = if exec { "exec" } else { "patch" };
+                self.renderer.note(&format!("denied {what}: no terminal to ask"));
+                if !self.hinted.swap(true, Ordering::Relaxed) {
+                    self.renderer.note(&format!(
+                        "to allow it, pass --approve {flag} (or --approve all); see `deputy exec --help`"
+                    ));
+                }
+                ReviewDecision::Denied
+            }
+        };
+        if decision == ReviewDecision::Abort {
+            self.aborted.store(true, Ordering::Relaxed);
+        }
+        decision
+    }
+
+    /// Asks on the terminal: y / n / a(lways) / b (abort). The read runs on a
+    /// blocking thread; if the approval is withdrawn meanwhile, the answer is
+    /// ignored (the future is dropped) and the prompt is closed with a note.
+    async fn ask(&self, what: &str, cx: &ApprovalContext) -> ReviewDecision {
+        let _turn = self.prompt.lock().await;
+        if cx.is_cancelled() {
+            return ReviewDecision::Denied;
+        }
+        let question = format!("allow {what}? [y]es / [n]o / [a]lways this session / a[b]ort: ");
+        let renderer = Arc::clone(&self.renderer);
+        let answer = tokio::task::spawn_blocking(move || {
+            loop {
+                renderer.prompt(&question);
+                let mut line = String::new();
+                match std::io::stdin().lock().read_line(&mut line) {
+                    Ok(0) | Err(_) => return ReviewDecision::Denied,
+                    Ok(_) => {}
+                }
+                match line.trim().to_ascii_lowercase().as_str() {
+                    "y" | "yes" => return ReviewDecision::Approved,
+                    "n" | "no" | "" => return ReviewDecision::Denied,
+                    "a" | "always" => return ReviewDecision::ApprovedForSession,
+                    "b" | "abort" => return ReviewDecision::Abort,
+                    _ => {
+                        let _ = writeln!(std::io::stderr(), "please answer y, n, a or b");
+                    }
+                }
+            }
+        });
+        tokio::select! {
+            answer = answer => answer.unwrap_or(ReviewDecision::Denied),
+            () = cx.cancelled() => {
+                self.renderer.note("(the agent withdrew that request; press Enter)");
+                ReviewDecision::Denied
+            }
+        }
+    }
+}
+
+fn describe_exec(p: &ExecApprovalParams) -> String {
+    let command =
+        shlex::try_join(p.command.iter().map(String::as_str)).unwrap_or_else(|_| p.command.join(" "));
+    format!("`{command}` in {}", p.cwd.display())
+}
+
+fn describe_patch(p: &PatchApprovalParams) -> String {
+    let files: Vec<&str> = p.changes.keys().map(String::as_str).collect();
+    let mut what = format!("a patch to {}", files.join(", "));
+    if let Some(root) = &p.grant_root {
+        what.push_str(&format!(" (also granting writes under {})", root.display()));
+    }
+    what
+}
+
+#[async_trait]
+impl Approver for CliApprover {
+    async fn approve_exec(&self, params: ExecApprovalParams, cx: ApprovalContext) -> ReviewDecision {
+        if let Some(reason) = &params.reason {
+            self.renderer.note(&format!("the agent asks to run a command: {reason}"));
+        }
+        self.decide(true, describe_exec(&params), &cx).await
+    }
+
+    async fn approve_patch(&self, params: PatchApprovalParams, cx: ApprovalContext) -> ReviewDecision {
+        self.renderer.patch_preview(&params.changes);
+        self.decide(false, describe_patch(&params), &cx).await
+    }
+}
