@@ -1,0 +1,159 @@
+//! Floors: the same work done the plainest way, measured in the same run, so
+//! every figure can be reported as a ratio that survives a noisy machine.
+//!
+//! The writer and echo floors run as child processes of this very binary
+//! (`deputy-bench __floor-writer …`, `deputy-bench __echo-child`), talking
+//! over real pipes, with blocking I/O and no async runtime.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use deputy_protocol::{Event, EventMsg};
+use serde::Deserialize;
+
+/// The event line the throughput scenario floods with, byte for byte:
+/// a JSON-RPC `event` notification carrying an `agent_message_delta`.
+pub fn flood_line(submission_id: &str, delta: &str) -> String {
+    let event = Event { id: submission_id.into(), msg: EventMsg::AgentMessageDelta { delta: delta.into() } };
+    let params = serde_json::to_string(&event).expect("events serialize");
+    format!(r#"{{"jsonrpc":"2.0","method":"event","params":{params}}}"#)
+}
+
+/// The decoder half of the floor: what a reader must do at the least.
+#[derive(Deserialize)]
+struct Notification {
+    #[allow(dead_code)]
+    method: String,
+    params: Event,
+}
+
+/// Child side: write `count` copies of `line` to stdout as fast as possible.
+pub fn floor_writer(line: &str, count: u64) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut bytes = line.as_bytes().to_vec();
+    bytes.push(b'\n');
+    for _ in 0..count {
+        out.write_all(&bytes)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Spawns the writer and decodes every line into a typed [`Event`] with a
+/// plain blocking reader. Returns events per second.
+pub fn throughput_floor(line: &str, count: u64) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["__floor-writer", "--count", &count.to_string(), "--line", line])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning the floor writer")?;
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
+    let mut buf = String::new();
+    let mut seen = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_line(&mut buf)? == 0 {
+            break;
+        }
+        let n: Notification = serde_json::from_str(&buf)?;
+        if let EventMsg::AgentMessageDelta { delta } = &n.params.msg {
+            std::hint::black_box(delta);
+            seen += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    child.wait()?;
+    if seen != count {
+        bail!("floor writer delivered {seen} of {count} events");
+    }
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+/// Child side of the echo floor: answer every request line with a response
+/// line carrying its id, until EOF.
+pub fn echo_child() -> Result<()> {
+    #[derive(Deserialize)]
+    struct Req<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+    }
+    let stdin = std::io::stdin();
+    let mut input = BufReader::new(stdin.lock());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let req: Req = serde_json::from_str(&line)?;
+        writeln!(out, r#"{{"jsonrpc":"2.0","id":{},"result":{{"decision":"approved"}}}}"#, req.id.get())?;
+        out.flush()?;
+    }
+}
+
+/// Round trips of an approval-sized request through the echo child. Returns
+/// one duration per round trip.
+pub fn echo_floor(count: usize) -> Result<Vec<Duration>> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("__echo-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning the echo child")?;
+    let mut to_child = child.stdin.take().expect("piped");
+    let mut from_child = BufReader::new(child.stdout.take().expect("piped"));
+    let mut samples = Vec::with_capacity(count);
+    let mut line = String::new();
+    for i in 0..count {
+        let request = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"approval/exec","params":{{"call_id":"c{i}","turn_id":"t","command":["true"],"cwd":"/"}}}}"#
+        );
+        let started = Instant::now();
+        to_child.write_all(request.as_bytes())?;
+        to_child.write_all(b"\n")?;
+        to_child.flush()?;
+        line.clear();
+        if from_child.read_line(&mut line)? == 0 {
+            bail!("echo child closed its stdout");
+        }
+        let answer: serde_json::Value = serde_json::from_str(&line)?;
+        samples.push(started.elapsed());
+        if answer["id"] != i {
+            bail!("echo child answered {answer} to request {i}");
+        }
+    }
+    drop(to_child);
+    let mut rest = Vec::new();
+    from_child.read_to_end(&mut rest)?;
+    child.wait()?;
+    Ok(samples)
+}
+
+/// Spawn a program and wait for it, `count` times. One duration per run.
+pub fn spawn_floor(program: &std::path::Path, args: &[&str], count: usize) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let status = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("running {}", program.display()))?;
+        samples.push(started.elapsed());
+        if !status.success() {
+            bail!("{} {args:?} exited with {status}", program.display());
+        }
+    }
+    Ok(samples)
+}

@@ -1,0 +1,165 @@
+//! `deputy-bench`: Deputy's figures, each next to a floor measured in the
+//! same run, reported as a ratio (`value ÷ floor`) that survives a noisy
+//! machine. See the README's "Performance" section.
+//!
+//! ```sh
+//! cargo build --release
+//! cargo run --release -p deputy-bench -- all          # a table for people
+//! cargo run --release -p deputy-bench -- all --json   # one JSON object per figure
+//! cargo run --release -p deputy-bench -- all --quick  # a smoke run: works, not how fast
+//! ```
+
+mod floor;
+mod procfs;
+mod scenarios;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use scenarios::{Bench, Sizes};
+use stats::Figure;
+
+#[derive(Parser)]
+#[command(
+    name = "deputy-bench",
+    about = "Deputy's benchmarks, each figure next to a floor measured in the same run",
+    after_help = "Scenarios: throughput, approvals, spawn, cancel, fanout, soak, all.\n\
+        Needs the `deputy` binary next to this one (`cargo build --release`) or DEPUTY_BIN.\n\n\
+        Examples:\n  cargo run --release -p deputy-bench -- all\n  \
+        cargo run --release -p deputy-bench -- throughput --json\n  \
+        cargo run --release -p deputy-bench -- all --quick"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Which scenario to run.
+    #[arg(value_enum)]
+    scenario: Option<Scenario>,
+    /// Print one JSON object per figure instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A smoke run with tiny counts: proves the scenarios work, measures nothing.
+    #[arg(long, global = true)]
+    quick: bool,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// (internal) the throughput floor's writer.
+    #[command(name = "__floor-writer", hide = true)]
+    FloorWriter {
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        line: String,
+    },
+    /// (internal) the approvals floor's echo child.
+    #[command(name = "__echo-child", hide = true)]
+    EchoChild,
+    /// (internal) the throughput scenario's host, in a process of its own.
+    #[command(name = "__throughput-host", hide = true)]
+    ThroughputHost {
+        #[arg(long)]
+        count: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Throughput,
+    Approvals,
+    Spawn,
+    Cancel,
+    Fanout,
+    Soak,
+    All,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match (cli.role, cli.scenario) {
+        (Some(Role::FloorWriter { count, line }), _) => floor::floor_writer(&line, count),
+        (Some(Role::EchoChild), _) => floor::echo_child(),
+        (Some(Role::ThroughputHost { count }), _) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(scenarios::throughput_host(count)))
+            .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
+        (None, Some(scenario)) => run(scenario, cli.quick, cli.json),
+        (None, None) => {
+            eprintln!("deputy-bench: name a scenario (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deputy-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(scenario: Scenario, quick: bool, json: bool) -> anyhow::Result<()> {
+    let bench = Bench::new(if quick { Sizes::QUICK } else { Sizes::FULL })?;
+    let rt = runtime()?;
+    let all = scenario == Scenario::All;
+    let mut missed = 0;
+    let mut emit = |figures: anyhow::Result<Vec<Figure>>| -> anyhow::Result<()> {
+        for figure in figures? {
+            if figure.met == Some(false) {
+                missed += 1;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&figure).expect("figures serialize"));
+            } else {
+                println!("{}", figure.human());
+            }
+        }
+        Ok(())
+    };
+    if !json {
+        println!("{}", machine());
+    }
+    if all || scenario == Scenario::Throughput {
+        emit(scenarios::throughput(&bench))?;
+    }
+    if all || scenario == Scenario::Approvals {
+        emit(rt.block_on(scenarios::approvals(&bench)))?;
+    }
+    if all || scenario == Scenario::Spawn {
+        emit(rt.block_on(scenarios::spawn(&bench)))?;
+    }
+    if all || scenario == Scenario::Cancel {
+        emit(rt.block_on(scenarios::cancel(&bench)))?;
+    }
+    if all || scenario == Scenario::Fanout {
+        emit(rt.block_on(scenarios::fanout(&bench)))?;
+    }
+    if all || scenario == Scenario::Soak {
+        emit(rt.block_on(scenarios::soak(&bench)))?;
+    }
+    if !json && !quick && missed > 0 {
+        println!("{missed} target(s) missed");
+    }
+    Ok(())
+}
+
+/// One line describing the machine, for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("# {cpus} cores, {model}")
+}

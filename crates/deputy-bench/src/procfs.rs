@@ -1,0 +1,61 @@
+//! What the kernel knows about processes: peak and current memory, open
+//! descriptors, children. Linux `/proc` only; elsewhere these return `None`.
+
+/// A `kB` field of `/proc/PID/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Peak resident set size (high-water mark) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Current resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+/// Pids of every process whose parent is `parent` (zombies included), or
+/// whose session is one of `sessions`.
+pub fn descendants(parent: u32, sessions: &[u32]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name (which may hold spaces and parens).
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let (ppid, sid) = (
+            fields.get(1).and_then(|f| f.parse::<u32>().ok()),
+            fields.get(3).and_then(|f| f.parse::<u32>().ok()),
+        );
+        if ppid == Some(parent) || sid.is_some_and(|s| sessions.contains(&s)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// True if a process with this pid exists (zombies count as existing).
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// True if a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()))
+        .is_some_and(|state| state != 'Z')
+}

@@ -1,0 +1,523 @@
+//! The measured scenarios. Each returns its figures; the floors they are held
+//! against are measured in the same run (see [`crate::floor`]).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use deputy_host::{
+    AgentCommand, ApprovalContext, ApproveAll, Approver, CancellationToken, Conversation, ConversationConfig,
+    EventFilter, OneShot, async_trait,
+};
+use deputy_protocol::{
+    ApprovalPolicy, EventMsg, ExecApprovalParams, InputItem, ModelSelection, Op, PatchApprovalParams,
+    ReviewDecision, SessionStartParams,
+};
+use serde_json::json;
+
+use crate::floor;
+use crate::procfs;
+use crate::stats::{Figure, Summary};
+
+/// Sizes of a run: full, or a smoke run that only proves the scenarios work.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub flood_events: u64,
+    pub approvals: u64,
+    pub echo_round_trips: usize,
+    pub spawns: usize,
+    pub cancels: usize,
+    pub fanout: usize,
+    pub soak: usize,
+}
+
+impl Sizes {
+    pub const FULL: Sizes = Sizes {
+        flood_events: 1_000_000,
+        approvals: 100_000,
+        echo_round_trips: 100_000,
+        spawns: 200,
+        cancels: 50,
+        fanout: 100,
+        soak: 2_000,
+    };
+    pub const QUICK: Sizes = Sizes {
+        flood_events: 2_000,
+        approvals: 200,
+        echo_round_trips: 200,
+        spawns: 5,
+        cancels: 3,
+        fanout: 5,
+        soak: 10,
+    };
+}
+
+/// The text of each flooded delta: with the submission id `flood`, each event
+/// line is 150 bytes plus its newline.
+pub const FLOOD_SUBMISSION: &str = "flood";
+pub fn flood_delta() -> String {
+    let overhead = floor::flood_line(FLOOD_SUBMISSION, "").len();
+    "x".repeat(150 - overhead)
+}
+
+/// Everything a scenario needs: where the agent is and a scratch folder.
+pub struct Bench {
+    pub deputy: PathBuf,
+    pub scratch: tempfile::TempDir,
+    pub sizes: Sizes,
+}
+
+impl Bench {
+    pub fn new(sizes: Sizes) -> Result<Bench> {
+        let deputy = deputy_binary()?;
+        let scratch = tempfile::Builder::new().prefix("deputy-bench-").tempdir()?;
+        std::fs::create_dir_all(scratch.path().join("home"))?;
+        std::fs::create_dir_all(scratch.path().join("work"))?;
+        Ok(Bench { deputy, scratch, sizes })
+    }
+
+    fn home(&self) -> PathBuf {
+        self.scratch.path().join("home")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.scratch.path().join("work")
+    }
+
+    /// `deputy agent` with the bench's home.
+    pub fn agent(&self) -> AgentCommand {
+        let mut cmd = AgentCommand::new(&self.deputy);
+        cmd.arg("agent").env("DEPUTY_HOME", self.home()).env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Writes a one-turn scenario and returns a session that plays it.
+    fn scripted(&self, name: &str, steps: serde_json::Value) -> Result<SessionStartParams> {
+        let path = self.scratch.path().join(format!("{name}.jsonl"));
+        std::fs::write(&path, format!("{}\n", json!({ "steps": steps })))?;
+        let mut session = SessionStartParams::new(self.work());
+        session.model = Some(ModelSelection { scenario: Some(path), ..ModelSelection::named("script") });
+        Ok(session)
+    }
+
+    fn shell_session(&self) -> SessionStartParams {
+        SessionStartParams::new(self.work())
+    }
+}
+
+/// The `deputy` binary the agents run: `$DEPUTY_BIN`, else the one built next
+/// to this benchmark.
+fn deputy_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("DEPUTY_BIN").filter(|b| !b.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the benchmark has no folder")?;
+    for candidate in [dir.join("deputy"), dir.join("../deputy")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no `deputy` binary next to {}: build it first (`cargo build --release`), or set DEPUTY_BIN",
+        exe.display()
+    )
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------- throughput
+
+/// What the throughput host subprocess reports.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct FloodReport {
+    pub events: u64,
+    pub seconds: f64,
+    pub host_peak_kib: u64,
+    pub agent_peak_kib: u64,
+}
+
+/// Runs in a fresh process (`deputy-bench __throughput-host`) so its peak RSS
+/// is the host's alone.
+pub async fn throughput_host(n: u64) -> Result<FloodReport> {
+    let bench = Bench::new(Sizes::QUICK)?;
+    let session = bench.scripted("flood", json!([{"type": "flood", "n": n, "delta": flood_delta()}]))?;
+    let config = ConversationConfig::new(session).event_filter(EventFilter::All);
+    let mut conversation =
+        Conversation::spawn(bench.agent(), config, Arc::new(ApproveAll), CancellationToken::new()).await?;
+    let agent_pid = conversation.pid();
+    let started = Instant::now();
+    conversation.submit_with_id(FLOOD_SUBMISSION, Op::text("go")).await?;
+    let mut events = 0u64;
+    loop {
+        let Some(event) = conversation.next_event().await else { bail!("the agent ended during the flood") };
+        match event.msg {
+            EventMsg::AgentMessageDelta { delta } => {
+                std::hint::black_box(delta);
+                events += 1;
+            }
+            EventMsg::TaskComplete { .. } => break,
+            EventMsg::TurnAborted { .. } | EventMsg::Error { .. } => {
+                bail!("the flood turn failed: {event:?}")
+            }
+            _ => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let agent_peak_kib = procfs::peak_rss_kib(agent_pid).unwrap_or(0);
+    conversation.shutdown().await?;
+    ensure!(events == n, "received {events} of {n} events");
+    Ok(FloodReport {
+        events,
+        seconds,
+        host_peak_kib: procfs::peak_rss_kib(std::process::id()).unwrap_or(0),
+        agent_peak_kib,
+    })
+}
+
+pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
+    let n = bench.sizes.flood_events;
+    let line = floor::flood_line(FLOOD_SUBMISSION, &flood_delta());
+    let floor_rate = floor::throughput_floor(&line, n)?;
+    let out = Command::new(std::env::current_exe()?)
+        .args(["__throughput-host", "--count", &n.to_string()])
+        .env("DEPUTY_BIN", &bench.deputy)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "the throughput host failed ({})", out.status);
+    let report: FloodReport = serde_json::from_slice(&out.stdout).context("the throughput host's report")?;
+    let rate = report.events as f64 / report.seconds;
+    Ok(vec![
+        Figure::new("throughput", "events/s through deputy-host", rate, "events/s")
+            .floor(floor_rate)
+            .runs(1)
+            .target("ratio >= 0.5", rate / floor_rate >= 0.5)
+            .detail(
+                json!({"events": report.events, "line_bytes": line.len() + 1, "seconds": report.seconds}),
+            ),
+        Figure::new("throughput", "host peak RSS", kib_to_mib(report.host_peak_kib), "MiB")
+            .target("<= 16 MiB", report.host_peak_kib <= 16 * 1024),
+        Figure::new("throughput", "agent peak RSS", kib_to_mib(report.agent_peak_kib), "MiB")
+            .target("<= 16 MiB", report.agent_peak_kib <= 16 * 1024),
+    ])
+}
+
+// ----------------------------------------------------------------- approvals
+
+/// Approves everything and records when each request arrived: with
+/// sequential requests, the gap between two arrivals is one full round trip.
+#[derive(Default)]
+struct TimedApprover {
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+#[async_trait]
+impl Approver for TimedApprover {
+    async fn approve_exec(&self, _: ExecApprovalParams, _: ApprovalContext) -> ReviewDecision {
+        self.arrivals.lock().unwrap_or_else(PoisonError::into_inner).push(Instant::now());
+        ReviewDecision::Approved
+    }
+    async fn approve_patch(&self, _: PatchApprovalParams, _: ApprovalContext) -> ReviewDecision {
+        ReviewDecision::Approved
+    }
+}
+
+pub async fn approvals(bench: &Bench) -> Result<Vec<Figure>> {
+    let n = bench.sizes.approvals;
+    let echo = floor::echo_floor(bench.sizes.echo_round_trips)?;
+    let echo = Summary::of_durations_ms(&echo);
+
+    let session = bench.scripted("approvals", json!([{"type": "ask_approval_only", "n": n}]))?;
+    let approver = Arc::new(TimedApprover::default());
+    let mut conversation = Conversation::spawn(
+        bench.agent(),
+        ConversationConfig::new(session),
+        approver.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
+    let started = Instant::now();
+    conversation.submit_with_id("approvals", Op::text("go")).await?;
+    let mut summary = String::new();
+    while let Some(event) = conversation.next_event().await {
+        match event.msg {
+            EventMsg::AgentMessage { message } => summary = message,
+            EventMsg::TaskComplete { .. } => break,
+            EventMsg::TurnAborted { .. } => bail!("the approvals turn was aborted"),
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    conversation.shutdown().await?;
+    ensure!(summary.contains(&format!("{n} approved")), "the agent reported: {summary:?}");
+    let arrivals = approver.arrivals.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    ensure!(!gaps.is_empty(), "too few approvals to time");
+    let rtt = Summary::of_durations_ms(&gaps);
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let us = |ms: f64| ms * 1e3;
+    Ok(vec![
+        Figure::new("approvals", "approvals/s", rate, "approvals/s").runs(n as usize),
+        Figure::new("approvals", "round trip p50", us(rtt.median), "us")
+            .floor(us(echo.median))
+            .runs(gaps.len())
+            .target("ratio <= 2", rtt.median <= 2.0 * echo.median)
+            .detail(json!({"p99_us": us(rtt.p99), "floor_p99_us": us(echo.p99), "min_us": us(rtt.min)})),
+    ])
+}
+
+// --------------------------------------------------------------------- spawn
+
+pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
+    let runs = bench.sizes.spawns;
+    let floor = floor::spawn_floor(&bench.deputy, &["--version"], runs)?;
+    let floor = Summary::of_durations_ms(&floor);
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut conversation = Conversation::spawn(
+            bench.agent(),
+            ConversationConfig::new(bench.shell_session()),
+            Arc::new(ApproveAll),
+            CancellationToken::new(),
+        )
+        .await?;
+        samples.push(started.elapsed());
+        conversation.shutdown().await?;
+    }
+    let s = Summary::of_durations_ms(&samples);
+    Ok(vec![
+        Figure::new("spawn", "spawn to session_configured, median", s.median, "ms")
+            .floor(floor.median)
+            .runs(runs)
+            .target("ratio <= 2", s.median <= 2.0 * floor.median)
+            .detail(json!({"p99_ms": s.p99, "min_ms": s.min, "floor_p99_ms": floor.p99})),
+    ])
+}
+
+// -------------------------------------------------------------------- cancel
+
+/// Pids in `session` other than its leader (the grandchildren of a hung agent).
+fn session_members(session: u32) -> Vec<u32> {
+    procfs::descendants(u32::MAX, &[session]).into_iter().filter(|&p| p != session).collect()
+}
+
+pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
+    let runs = bench.sizes.cancels;
+    let mut cooperative = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let session = bench.scripted("cooperative", json!([{"type": "wait_for_interrupt"}]))?;
+        let mut conversation = Conversation::spawn(
+            bench.agent(),
+            ConversationConfig::new(session),
+            Arc::new(ApproveAll),
+            CancellationToken::new(),
+        )
+        .await?;
+        let pid = conversation.pid();
+        conversation.submit_with_id("turn", Op::text("wait")).await?;
+        wait_for(&mut conversation, |m| matches!(m, EventMsg::TaskStarted { .. })).await?;
+        let started = Instant::now();
+        let ending = conversation.cancel().await;
+        cooperative.push(started.elapsed());
+        ensure!(!ending.was_killed(), "a cooperative agent was killed: {ending:?}");
+        ensure!(!procfs::exists(pid), "agent {pid} not reaped");
+    }
+
+    let mut stubborn = Vec::with_capacity(runs);
+    let mut grandchildren_left = 0usize;
+    for _ in 0..runs {
+        let session = bench.scripted("stubborn", json!([{"type": "hang"}]))?;
+        let mut conversation = Conversation::spawn(
+            bench.agent(),
+            ConversationConfig::new(session),
+            Arc::new(ApproveAll),
+            CancellationToken::new(),
+        )
+        .await?;
+        let pid = conversation.pid();
+        conversation.submit_with_id("turn", Op::text("hang")).await?;
+        // The hang step starts a grandchild; wait until it exists.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let grandchildren = loop {
+            let members = session_members(pid);
+            if !members.is_empty() {
+                break members;
+            }
+            ensure!(Instant::now() < deadline, "the hung agent never started its grandchild");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let started = Instant::now();
+        let ending = conversation.cancel().await;
+        stubborn.push(started.elapsed());
+        ensure!(ending.was_killed(), "a stubborn agent ended by itself: {ending:?}");
+        // The grandchild was SIGKILLed; give init a moment to reap it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        grandchildren_left += grandchildren.iter().filter(|&&g| procfs::alive(g)).count();
+    }
+
+    let a = Summary::of_durations_ms(&cooperative);
+    let b = Summary::of_durations_ms(&stubborn);
+    Ok(vec![
+        Figure::new("cancel", "cooperative: cancel to reaped, p99", a.p99, "ms")
+            .runs(runs)
+            .target("<= 50 ms", a.p99 <= 50.0)
+            .detail(json!({"median_ms": a.median, "max_ms": a.max})),
+        Figure::new("cancel", "stubborn: cancel to tree reaped, p99", b.p99, "ms")
+            .runs(runs)
+            .target("every run >= 500 ms, p99 <= 520 ms", b.min >= 500.0 && b.p99 <= 520.0)
+            .detail(json!({"min_ms": b.min, "median_ms": b.median, "max_ms": b.max})),
+        Figure::new("cancel", "stubborn: grandchildren left alive", grandchildren_left as f64, "processes")
+            .runs(runs)
+            .target("0", grandchildren_left == 0),
+    ])
+}
+
+async fn wait_for(conversation: &mut Conversation, pred: impl Fn(&EventMsg) -> bool) -> Result<()> {
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = conversation.next_event() => match event {
+                Some(event) if pred(&event.msg) => return Ok(()),
+                Some(_) => {}
+                None => bail!("the agent ended early: {:?}", conversation.error()),
+            },
+            () = &mut deadline => bail!("timed out waiting for an event"),
+        }
+    }
+}
+
+// -------------------------------------------------------------------- fanout
+
+pub async fn fanout(bench: &Bench) -> Result<Vec<Figure>> {
+    let n = bench.sizes.fanout;
+    let me = std::process::id();
+    let rss_before = procfs::rss_kib(me).unwrap_or(0);
+    let started = Instant::now();
+    // Spawn them all, so they are all live at once…
+    let spawns = (0..n).map(|_| {
+        let mut session = bench.shell_session();
+        session.approval_policy = ApprovalPolicy::AskAlways;
+        Conversation::spawn(
+            bench.agent(),
+            ConversationConfig::new(session),
+            Arc::new(ApproveAll),
+            CancellationToken::new(),
+        )
+    });
+    let mut conversations = Vec::with_capacity(n);
+    let mut failures = 0usize;
+    for result in futures::future::join_all(spawns).await {
+        match result {
+            Ok(c) => conversations.push(c),
+            Err(e) => {
+                eprintln!("fanout: spawn failed: {e}");
+                failures += 1;
+            }
+        }
+    }
+    let rss_live = procfs::rss_kib(me).unwrap_or(0);
+    // …then run one approved exec in each, concurrently.
+    let turns = conversations.iter_mut().map(|c| async move {
+        c.submit_with_id("turn", Op::text("$ echo fanout")).await?;
+        let mut exit_code = None;
+        while let Some(event) = c.next_event().await {
+            match event.msg {
+                EventMsg::ExecCommandEnd { exit_code: code, .. } => exit_code = Some(code),
+                EventMsg::TaskComplete { .. } => break,
+                EventMsg::TurnAborted { .. } => anyhow::bail!("aborted"),
+                _ => {}
+            }
+        }
+        ensure!(exit_code == Some(0), "the command did not run: {exit_code:?}");
+        let peak = procfs::peak_rss_kib(c.pid()).unwrap_or(0);
+        c.shutdown().await?;
+        Ok::<u64, anyhow::Error>(peak)
+    });
+    let mut child_peaks = Vec::new();
+    for result in futures::future::join_all(turns).await {
+        match result {
+            Ok(peak) => child_peaks.push(peak),
+            Err(e) => {
+                eprintln!("fanout: a conversation failed: {e:#}");
+                failures += 1;
+            }
+        }
+    }
+    let wall = started.elapsed();
+    drop(conversations);
+    let per_conversation = rss_live.saturating_sub(rss_before) as f64 / n as f64;
+    let child_peak = child_peaks.iter().copied().max().unwrap_or(0);
+    Ok(vec![
+        Figure::new("fanout", "failures", failures as f64, "conversations")
+            .runs(n)
+            .target("0", failures == 0),
+        Figure::new("fanout", "wall time", wall.as_secs_f64() * 1e3, "ms").runs(n),
+        Figure::new("fanout", "host RSS growth per live conversation", per_conversation, "KiB")
+            .runs(n)
+            .target("<= 256 KiB", per_conversation <= 256.0)
+            .detail(json!({"rss_before_kib": rss_before, "rss_all_live_kib": rss_live})),
+        Figure::new("fanout", "child peak RSS (max)", kib_to_mib(child_peak), "MiB")
+            .runs(child_peaks.len())
+            .target("<= 8 MiB", child_peak <= 8 * 1024),
+    ])
+}
+
+// ---------------------------------------------------------------------- soak
+
+pub async fn soak(bench: &Bench) -> Result<Vec<Figure>> {
+    let n = bench.sizes.soak;
+    let me = std::process::id();
+    // Warm up once so lazily initialised runtime state is not counted as growth.
+    one_shot(bench).await?;
+    let fds_before = procfs::open_fds().unwrap_or(0);
+    let rss_before = procfs::rss_kib(me).unwrap_or(0);
+    let mut agent_pids = Vec::with_capacity(n);
+    for _ in 0..n {
+        agent_pids.push(one_shot(bench).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fds_after = procfs::open_fds().unwrap_or(0);
+    let rss_after = procfs::rss_kib(me).unwrap_or(0);
+    let leaked: Vec<u32> =
+        procfs::descendants(me, &agent_pids).into_iter().filter(|&p| procfs::exists(p)).collect();
+    let fd_growth = fds_after as f64 - fds_before as f64;
+    let rss_growth = (rss_after as f64 - rss_before as f64) / 1024.0;
+    Ok(vec![
+        Figure::new("soak", "leaked processes", leaked.len() as f64, "processes")
+            .runs(n)
+            .target("0", leaked.is_empty())
+            .detail(json!({"pids": leaked})),
+        Figure::new("soak", "open descriptors growth", fd_growth, "fds")
+            .runs(n)
+            .target("0", fd_growth <= 0.0)
+            .detail(json!({"before": fds_before, "after": fds_after})),
+        Figure::new("soak", "host RSS growth", rss_growth, "MiB")
+            .runs(n)
+            .target("<= 1 MiB", rss_growth <= 1.0)
+            .detail(json!({"before_kib": rss_before, "after_kib": rss_after})),
+    ])
+}
+
+/// One short one-shot conversation; returns the agent's pid.
+async fn one_shot(bench: &Bench) -> Result<u32> {
+    let input = vec![InputItem::Text { text: "$ true".into() }];
+    let mut turn = OneShot::run(
+        bench.agent(),
+        ConversationConfig::new(bench.shell_session()),
+        Arc::new(ApproveAll),
+        input,
+        CancellationToken::new(),
+    )
+    .await?;
+    let pid = turn.pid();
+    while turn.next_event().await.is_some() {}
+    turn.wait().await?;
+    Ok(pid)
+}
