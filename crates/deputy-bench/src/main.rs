@@ -63,6 +63,9 @@ enum Role {
     ThroughputHost {
         #[arg(long)]
         count: u64,
+        /// Run the host on a multi-thread runtime instead of a current-thread one.
+        #[arg(long)]
+        multi_thread: bool,
     },
 }
 
@@ -86,10 +89,14 @@ fn main() -> ExitCode {
     let result = match (cli.role, cli.scenario) {
         (Some(Role::FloorWriter { count, line }), _) => floor::floor_writer(&line, count),
         (Some(Role::EchoChild), _) => floor::echo_child(),
-        (Some(Role::ThroughputHost { count }), _) => runtime()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(scenarios::throughput_host(count)))
-            .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
+        (Some(Role::ThroughputHost { count, multi_thread }), _) => if multi_thread {
+            runtime()
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(scenarios::throughput_host(count)))
+        .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
         (None, Some(scenario)) => run(scenario, cli.quick, cli.json),
         (None, None) => {
             eprintln!("deputy-bench: name a scenario (see --help)");
