@@ -13,6 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about = "Run an AI sub-agent as a child process speaking newline-delimited JSON-RPC 2.0",
     long_about = None,
+    after_help = "Examples:\n  \
+        deputy exec --approve exec '$ echo hello from a sub-agent'\n  \
+        deputy chat --approve exec\n  \
+        deputy sessions list\n  \
+        deputy agent                    # serve the protocol on stdio, for a host (PROTOCOL.md)\n\n\
+        Sessions live under $DEPUTY_HOME (default ~/.deputy). Logs go to stderr (RUST_LOG)."
 )]
 struct Cli {
     #[command(subcommand)]

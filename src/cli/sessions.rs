@@ -10,6 +10,8 @@ use deputy_protocol::{RolloutItem, RolloutLine, SessionMeta, SessionSource, SubA
 use super::exit;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  deputy sessions list --limit 10\n  deputy sessions show SESSION_ID\n  \
+    deputy sessions show SESSION_ID --json | jq -c .type")]
 pub struct SessionsArgs {
     #[command(subcommand)]
     pub command: SessionsCommand,
