@@ -53,4 +53,3 @@ fn every_line_in_and_out_is_traced_never_printed() {
     assert!(out.contains(r#"<- line={"id":1,"method":"echo","params":"traced"}"#), "{out}");
     assert!(out.contains(r#"-> line={"jsonrpc":"2.0","id":1,"result":"traced"}"#), "{out}");
 }
-
