@@ -102,6 +102,20 @@ impl Bench {
         Ok(session)
     }
 
+    /// Spawns an agent playing a one-turn scenario and starts that turn.
+    async fn start_turn(&self, name: &str, steps: serde_json::Value) -> Result<Conversation> {
+        let session = self.scripted(name, steps)?;
+        let conversation = Conversation::spawn(
+            self.agent(),
+            ConversationConfig::new(session),
+            Arc::new(ApproveAll),
+            CancellationToken::new(),
+        )
+        .await?;
+        conversation.submit_with_id("turn", Op::text("go")).await?;
+        Ok(conversation)
+    }
+
     fn shell_session(&self) -> SessionStartParams {
         SessionStartParams::new(self.work())
     }
@@ -328,16 +342,9 @@ pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
     let runs = bench.sizes.cancels;
     let mut cooperative = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let session = bench.scripted("cooperative", json!([{"type": "wait_for_interrupt"}]))?;
-        let mut conversation = Conversation::spawn(
-            bench.agent(),
-            ConversationConfig::new(session),
-            Arc::new(ApproveAll),
-            CancellationToken::new(),
-        )
-        .await?;
+        let mut conversation =
+            bench.start_turn("cooperative", json!([{"type": "wait_for_interrupt"}])).await?;
         let pid = conversation.pid();
-        conversation.submit_with_id("turn", Op::text("wait")).await?;
         wait_for(&mut conversation, |m| matches!(m, EventMsg::TaskStarted { .. })).await?;
         let started = Instant::now();
         let ending = conversation.cancel().await;
@@ -349,16 +356,8 @@ pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
     let mut stubborn = Vec::with_capacity(runs);
     let mut grandchildren_left = 0usize;
     for _ in 0..runs {
-        let session = bench.scripted("stubborn", json!([{"type": "hang"}]))?;
-        let mut conversation = Conversation::spawn(
-            bench.agent(),
-            ConversationConfig::new(session),
-            Arc::new(ApproveAll),
-            CancellationToken::new(),
-        )
-        .await?;
+        let mut conversation = bench.start_turn("stubborn", json!([{"type": "hang"}])).await?;
         let pid = conversation.pid();
-        conversation.submit_with_id("turn", Op::text("hang")).await?;
         // The hang step starts a grandchild; wait until it exists.
         let deadline = Instant::now() + Duration::from_secs(5);
         let grandchildren = loop {
