@@ -14,7 +14,7 @@ use deputy_host::{
 };
 use deputy_protocol::{
     ApprovalPolicy, EventMsg, HistorySource, InitialHistory, InputItem, ModelSelection, Op, ReviewDecision,
-    SessionStartParams,
+    SessionStartParams, TurnAbortReason,
 };
 
 fn agent(home: &Path) -> AgentCommand {
@@ -124,10 +124,21 @@ async fn host_cancel_while_a_command_runs_kills_the_tool_and_ends_in_time() {
     let ending = conv.cancel().await;
     eprintln!("deputy agent cancel with a running command: {ending:?} (cancel() took {:?})", start.elapsed());
     assert!(matches!(ending, Ending::Graceful { .. }), "{ending:?}");
-    // (Not asserted: `turn_aborted` among the last events. `deputy agent`
-    // sometimes exits on the EOF that follows `shutdown` without answering the
-    // queued `interrupt`/`shutdown` or writing `turn_aborted`.)
-    while next(&mut conv).await.is_some() {}
+    // The agent answers the ladder's `interrupt` and `shutdown` even though
+    // its stdin is closed right after them: the turn's end is not lost.
+    let mut rest = Vec::new();
+    while let Some(e) = next(&mut conv).await {
+        rest.push(e);
+    }
+    let aborted: Vec<_> = rest.iter().filter(|e| matches!(e.msg, EventMsg::TurnAborted { .. })).collect();
+    assert_eq!(aborted.len(), 1, "{rest:?}");
+    assert_eq!(aborted[0].id, "turn-1");
+    assert!(
+        matches!(aborted[0].msg, EventMsg::TurnAborted { reason: TurnAbortReason::Interrupted, .. }),
+        "{rest:?}"
+    );
+    assert!(matches!(rest.last().map(|e| &e.msg), Some(EventMsg::ShutdownComplete)), "{rest:?}");
+    assert!(conv.error().is_none(), "{:?}", conv.error());
     assert_session_gone(pid);
 }
 

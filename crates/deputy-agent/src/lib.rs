@@ -71,11 +71,22 @@
 //! # Exit
 //!
 //! `shutdown` aborts the turn, syncs the rollout, writes `shutdown_complete`
-//! (after the `submit` response), closes stdout and returns 0. End of stdin
-//! does the same without events (the pipe is gone) within about a second.
-//! Tools never outlive the agent: killed on abort, on exit of their leader
-//! (leftover background jobs), and by `PR_SET_PDEATHSIG` if the agent is
-//! SIGKILLed.
+//! (after the `submit` response), closes stdout and returns 0.
+//!
+//! End of stdin is a shutdown too. `deputy-rpc` half-closes at EOF (it keeps
+//! writing), so first every request read before EOF is handled and
+//! **answered** — an `interrupt` and a `shutdown` piped just before EOF both
+//! take effect, in order. Then, unless such a `shutdown` already ended the
+//! session, the running turn is aborted (`turn_aborted`, reason `shutdown`,
+//! or `interrupted` if an interrupt got there first; an approval still
+//! pending cannot be answered any more and is not taken as a denial), its
+//! tools are killed, the rollout is synced and `shutdown_complete` is
+//! written with id `""`. The output is flushed (`Peer::flush`), the write
+//! side closed, and the agent returns 0 — within a second even if the host
+//! stopped reading. A broken stdout (write error) ends the session the
+//! same way. Tools never outlive the agent: killed on abort, on exit of
+//! their leader (leftover background jobs), and by `PR_SET_PDEATHSIG` if the
+//! agent is SIGKILLed.
 //!
 //! # Logging
 //!

@@ -15,15 +15,19 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::config::AgentConfig;
 use crate::session::{self, Actor, ActorCmd, ExitRequest, is_hung};
 use crate::util::uuid_v7;
 
-/// How long the agent waits for its session to wind down after end of input.
-const EOF_GRACE: Duration = Duration::from_millis(800);
-/// How long the agent waits for its last messages to be written at exit.
+/// After end of input, how long the agent may take to answer what it read,
+/// end the session and write its last messages (a host that stopped reading
+/// cannot hold it longer).
+const EOF_BUDGET: Duration = Duration::from_millis(900);
+/// After `shutdown` (or a scenario's `exit`), how long the agent waits for its
+/// answers to be sent and its last messages to be written.
 const FLUSH_GRACE: Duration = Duration::from_secs(1);
 
 enum Slot {
@@ -241,6 +245,14 @@ fn router(agent: &Arc<Agent>) -> Router {
 /// or a scenario's `exit` step; returns the process exit code (0, or the
 /// `exit` step's code). Must run inside a tokio runtime; `deputy agent` uses
 /// a current-thread one ([`run_stdio`]).
+///
+/// End of input (or a failed write) is a shutdown: every request read before
+/// it is handled and answered first (the transport half-closes: it keeps
+/// writing after EOF), then the running turn is aborted (`turn_aborted`,
+/// reason `shutdown` unless an interrupt already aborted it), the rollout is
+/// synced and `shutdown_complete` (id `""`) is written — unless a `shutdown`
+/// read before the end already did all of that. In every case the output is
+/// flushed and the write side closed before this returns.
 pub async fn serve<R, W>(reader: R, writer: W, config: AgentConfig) -> i32
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -256,37 +268,57 @@ where
         in_flight: InFlight::default(),
     });
     let (peer, conn) = Peer::serve(reader, writer, router(&agent), peer_config);
-    let code = tokio::select! {
+    let input_ended = async {
+        // End of input, or stdout is broken (nothing can be delivered any more).
+        tokio::select! {
+            () = peer.read_closed() => {}
+            () = peer.write_closed() => {}
+        }
+    };
+    let (code, deadline) = tokio::select! {
         req = exit_rx.recv() => {
-            let code = match req {
-                Some(ExitRequest::Crash(code)) => code,
+            let deadline = Instant::now() + FLUSH_GRACE;
+            match req {
+                Some(ExitRequest::Crash(code)) => (code, deadline),
                 _ => {
                     // Let the `shutdown` submit (and any other) be answered first.
-                    let _ = tokio::time::timeout(FLUSH_GRACE, agent.wait_idle()).await;
-                    tokio::task::yield_now().await;
-                    0
+                    let _ = tokio::time::timeout_at(deadline, agent.wait_idle()).await;
+                    (0, deadline)
                 }
-            };
-            peer.close();
-            let _ = tokio::time::timeout(FLUSH_GRACE, conn.wait()).await;
-            code
-        }
-        () = peer.closed() => {
-            debug!(reason = ?peer.close_reason(), "the connection closed");
+            }
+        },
+        () = input_ended => {
+            debug!(reason = ?peer.close_reason(), "end of input: shutting down");
             if is_hung() {
                 std::future::pending::<()>().await;
             }
+            let deadline = Instant::now() + EOF_BUDGET;
+            // The transport half-closes: requests read before the end are still
+            // being handled and their answers can still be written. Let every one
+            // be answered (an `interrupt` and a `shutdown` read just before EOF
+            // both take effect, in order), then end like `shutdown`.
+            let _ = tokio::time::timeout_at(deadline, agent.wait_idle()).await;
             if let Some(tx) = agent.actor() {
-                let (done, finished) = oneshot::channel();
-                if tx.send(ActorCmd::ConnectionClosed { done }).is_ok() {
-                    let _ = tokio::time::timeout(EOF_GRACE, finished).await;
-                }
+                // Ignored if a `shutdown` already stopped the actor; either way the
+                // actor is done (turn ended, rollout synced, `shutdown_complete`
+                // queued) when its channel closes.
+                let _ = tx.send(ActorCmd::ConnectionClosed);
+                let _ = tokio::time::timeout_at(deadline, tx.closed()).await;
             }
-            // A shutdown may have been in progress: it is complete now or never.
-            let _ = tokio::time::timeout(Duration::from_millis(100), conn.wait()).await;
-            0
+            match exit_rx.try_recv() {
+                Ok(ExitRequest::Crash(code)) => (code, deadline),
+                _ => (0, deadline),
+            }
         }
     };
+    // Answers are queued in the same poll in which their handler finishes (and
+    // `wait_idle` wakes after that), so this flush covers them too.
+    tokio::task::yield_now().await;
+    if tokio::time::timeout_at(deadline, peer.flush()).await.is_err() {
+        debug!("the output could not be flushed in time");
+    }
+    peer.close();
+    let _ = tokio::time::timeout_at(deadline, conn.wait()).await;
     code
 }
 

@@ -304,10 +304,10 @@ pub(crate) enum ActorCmd {
         op: Op,
         reply: oneshot::Sender<Result<(), ErrorObject>>,
     },
-    /// The connection closed: abort, flush, then answer.
-    ConnectionClosed {
-        done: oneshot::Sender<()>,
-    },
+    /// End of input (every request read before it was handled): end like
+    /// `shutdown` — abort the turn, sync the rollout, write
+    /// `shutdown_complete` (id `""`) — then stop.
+    ConnectionClosed,
 }
 
 struct RunningTurn {
@@ -409,9 +409,10 @@ impl Actor {
                     false
                 }
             },
-            ActorCmd::ConnectionClosed { done } => {
+            ActorCmd::ConnectionClosed => {
+                // An interrupt read before the end already set its reason.
                 self.stop(TurnAbortReason::Shutdown).await;
-                let _ = done.send(());
+                self.session.emit("", &EventMsg::ShutdownComplete).await;
                 false
             }
         }

@@ -315,10 +315,18 @@ impl Turn {
             params,
             RequestOptions::default().cancel(self.cancel.clone()),
         );
+        let cancel = self.cancel.clone();
         PendingApproval(Some(tokio::spawn(async move {
             match fut.await {
                 Ok(r) => Answer::Decision(r.decision),
-                Err(e @ (RpcError::Cancelled | RpcError::ConnectionClosed { .. })) => {
+                Err(e @ RpcError::ConnectionClosed { .. }) => {
+                    // End of input: nobody can answer any more. That is not a
+                    // denial; the session is about to abort this turn.
+                    debug!(error = %e, "approval request unanswerable: waiting for the turn to be aborted");
+                    cancel.cancelled().await;
+                    Answer::Failed
+                }
+                Err(e @ RpcError::Cancelled) => {
                     debug!(error = %e, "approval request abandoned");
                     Answer::Failed
                 }

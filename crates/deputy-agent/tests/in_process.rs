@@ -85,5 +85,8 @@ async fn a_host_peer_drives_a_turn_with_an_approval() {
     let done = events.recv().await.unwrap();
     assert_eq!(done.msg, EventMsg::ShutdownComplete);
     assert_eq!(agent.await.unwrap(), 0);
-    let _ = conn.wait().await;
+    // The agent closed its side; ours stays open until our last handle goes.
+    host.read_closed().await;
+    drop(host);
+    assert!(matches!(conn.wait().await, deputy_rpc::CloseReason::Eof));
 }

@@ -26,7 +26,7 @@ use crate::command::AgentCommand;
 use crate::config::ConversationConfig;
 use crate::error::HostError;
 use crate::filter::EventFilter;
-use crate::io::{ClosableStdin, ProtocolSignal, StdinControl, StdoutTap};
+use crate::io::ProtocolSignal;
 use crate::process::{self, ChildProc};
 use crate::stderr::{self, StderrTail};
 
@@ -399,7 +399,6 @@ struct Supervisor {
     conn: Arc<Connection>,
     stderr_tail: Arc<StderrTail>,
     stderr_task: Option<JoinHandle<()>>,
-    stdin: Arc<StdinControl>,
     protocol: ProtocolSignal,
     shared: Arc<Shared>,
 }
@@ -435,7 +434,7 @@ impl Supervisor {
                 self.kill_now(Fault::Protocol(detail)).await
             }
             () = self.child.exited() => self.exited_on_its_own().await,
-            () = self.peer.closed() => self.stdout_closed().await,
+            () = self.peer.read_closed() => self.stdout_closed().await,
         }
     }
 
@@ -443,7 +442,7 @@ impl Supervisor {
     async fn exited_on_its_own(&mut self) -> Outcome {
         // Read to EOF, and let the events read be handled (one of them may be
         // `shutdown_complete`, which makes this exit a normal one).
-        if tokio::time::timeout(EXIT_DRAIN_GRACE, self.peer.closed()).await.is_ok() {
+        if tokio::time::timeout(EXIT_DRAIN_GRACE, self.peer.read_closed()).await.is_ok() {
             let done = &self.shared.events_done;
             if tokio::time::timeout(EXIT_DRAIN_GRACE, done.cancelled()).await.is_err() {
                 // The consumer is not reading: stop waiting for room.
@@ -458,8 +457,9 @@ impl Supervisor {
         Outcome { ending: Ending::Exited { status }, error }
     }
 
-    /// Stdout ended (or the connection failed) first: the agent gets the
-    /// deadline to exit; if it is still running then, it is killed.
+    /// Stdout ended first (the read side of the connection), while the agent
+    /// still runs: it gets the deadline to exit; if it is still running then,
+    /// it is killed ([`HostError::StdoutClosed`]).
     async fn stdout_closed(&mut self) -> Outcome {
         let shared = Arc::clone(&self.shared);
         tokio::select! {
@@ -491,17 +491,15 @@ impl Supervisor {
             tokio::task::yield_now().await;
         }
         if !self.child.has_exited() {
-            // Interrupt and shutdown back to back, then EOF: no waiting on answers.
-            let marker = format!(
+            // Interrupt and shutdown back to back, flushed, then EOF (a
+            // half-close: stdout is still read): no waiting on answers. If
+            // stdout already ended, no answer can come and the requests fail
+            // at once; the EOF alone asks the agent to shut down.
+            let id = format!(
                 "deputy-host-shutdown-{}-{}",
                 self.child.pid(),
                 SHUTDOWN_SEQ.fetch_add(1, Ordering::Relaxed)
             );
-            self.stdin.close_after(&marker);
-            if self.peer.is_closed() {
-                // The writer is gone (stdout ended first): EOF now.
-                self.stdin.release();
-            }
             let opts = RequestOptions::default().send_cancel_on_drop(false);
             let interrupt = interrupt.then(|| {
                 self.peer.request_with::<_, SubmitResult>(
@@ -512,15 +510,27 @@ impl Supervisor {
             });
             let shutdown = self.peer.request_with::<_, SubmitResult>(
                 methods::SUBMIT,
-                Submission { id: Some(marker), op: Op::Shutdown },
+                Submission { id: Some(id), op: Op::Shutdown },
                 opts,
             );
+            let peer = self.peer.clone();
             let requests = async move {
-                match interrupt {
-                    // `join` polls both at once: both lines are queued in order.
-                    Some(i) => drop(futures::future::join(i, shutdown).await),
-                    None => drop(shutdown.await),
-                }
+                let answers = async move {
+                    match interrupt {
+                        // `join` polls both at once: both lines are queued in order.
+                        Some(i) => drop(futures::future::join(i, shutdown).await),
+                        None => drop(shutdown.await),
+                    }
+                };
+                // Polled after the requests (`join!` polls in order), so the
+                // flush covers both lines; then the agent's stdin is closed.
+                let eof = async move {
+                    if let Err(e) = peer.flush().await {
+                        debug!(error = %e, "the agent's stdin is gone");
+                    }
+                    peer.close_write();
+                };
+                futures::join!(answers, eof);
                 std::future::pending::<()>().await
             };
             // 2. Keep reading (the peer does) until the agent exits, or the deadline.
@@ -542,7 +552,7 @@ impl Supervisor {
         let elapsed = start.elapsed();
         // The agent exited: read its last events (turn_aborted, shutdown_complete)
         // until EOF, within what is left of the deadline.
-        let _ = tokio::time::timeout_at(deadline, self.peer.closed()).await;
+        let _ = tokio::time::timeout_at(deadline, self.peer.read_closed()).await;
         // 4. Always end with a tree kill (grandchildren).
         let status = self.finalize().await;
         Outcome { ending: Ending::Graceful { status, elapsed }, error: None }
@@ -563,13 +573,15 @@ impl Supervisor {
     /// stdout is still open (a process outside the session holds it), and
     /// collects the rest of stderr.
     async fn finalize(&mut self) -> ExitStatus {
-        self.stdin.release();
+        // Close the agent's stdin, if the ladder did not (what is queued is
+        // written first, or fails harmlessly).
+        self.peer.close_write();
         let swept = self.child.kill_tree();
         if swept > 0 {
             debug!(pid = self.child.pid(), swept, "killed processes left in the agent's session");
         }
         let status = self.child.reap().await;
-        if !self.peer.is_closed() {
+        if !self.peer.is_read_closed() {
             self.conn.abort();
         }
         if let Some(mut task) = self.stderr_task.take()
@@ -726,13 +738,13 @@ impl Conversation {
             done: AtomicBool::new(false),
         });
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
+        // Any invalid input on the agent's stdout is a protocol violation.
         let protocol = ProtocolSignal::default();
-        let stdin = Arc::new(StdinControl::new(&agent.stdin));
         let (peer, conn) = Peer::serve(
-            StdoutTap::new(agent.stdout, protocol.clone()),
-            ClosableStdin::new(agent.stdin, Arc::clone(&stdin)),
+            agent.stdout,
+            agent.stdin,
             build_router(sink, hub),
-            config.rpc.clone(),
+            protocol.hook_into(config.rpc.clone()),
         );
         let conn = Arc::new(conn);
         let guard = ProcessGuard {
@@ -748,7 +760,6 @@ impl Conversation {
                 conn,
                 stderr_tail: tail,
                 stderr_task: Some(stderr_task),
-                stdin,
                 protocol,
                 shared: Arc::clone(&shared),
             }

@@ -43,13 +43,14 @@
 //! - The agent dying at any moment (crash, `exit`, killed) ends the
 //!   conversation promptly: pending submissions fail with
 //!   [`HostError::AgentExited`] (exit status + stderr tail), the event stream
-//!   ends, nothing hangs. Writing non-JSON-RPC to stdout
-//!   ([`HostError::ProtocolViolation`]), closing stdout while alive
-//!   ([`HostError::StdoutClosed`]) or not finishing the handshake in time
-//!   ([`HostError::HandshakeTimeout`], default 10 s) kill it at once. (Until
-//!   `deputy-rpc` reports invalid messages, "non-JSON-RPC" means a line whose
-//!   first byte is not `{` or `[`; JSON that is not JSON-RPC is answered
-//!   `-32600` by the transport but not yet treated as a violation.)
+//!   ends, nothing hangs. Writing anything but JSON-RPC messages to stdout
+//!   ([`HostError::ProtocolViolation`]: whatever `deputy-rpc` reports through
+//!   its invalid-input hook — not JSON, not UTF-8, JSON that is not a JSON-RPC
+//!   message, an oversized line, an empty batch; the error names the code, the
+//!   reason and the start of the line) or not finishing the handshake in time
+//!   ([`HostError::HandshakeTimeout`], default 10 s) kill it at once. Closing
+//!   stdout while alive ([`HostError::StdoutClosed`]: the read side ended but
+//!   the process still runs) kills it after the deadline.
 //! - Flooding stderr is not an error: it is drained as fast as it comes and
 //!   only the last 64 KiB are kept.
 //! - Killing "the tree" is `killpg(pid, SIGKILL)` plus, on Linux, a sweep of
@@ -66,11 +67,14 @@
 //!
 //! 1. pending approvals are answered `abort` and the approver is told
 //!    ([`Approver::cancelled`], [`ApprovalContext::token`]); `interrupt` and
-//!    `shutdown` are sent back to back (their answers are not awaited) and the
-//!    agent's stdin is closed right after (EOF is one more shutdown signal);
-//! 2. the host keeps reading (events are no longer waited for: a consumer
-//!    that stopped reading cannot wedge it) until the agent exits and its
-//!    stdout ends, or the deadline (`shutdown_deadline`, 500 ms);
+//!    `shutdown` are sent back to back (their answers are not awaited),
+//!    flushed, and the agent's stdin is closed right after: a half-close of
+//!    the connection (`Peer::close_write`), EOF being one more shutdown signal;
+//! 2. the host keeps reading stdout (events are no longer waited for: a
+//!    consumer that stopped reading cannot wedge it) until the agent exits and
+//!    its stdout ends — `deputy agent` answers both requests and writes
+//!    `turn_aborted` and `shutdown_complete` after the EOF — or the deadline
+//!    (`shutdown_deadline`, 500 ms);
 //! 3. at the deadline the tree is SIGKILLed, the agent reaped and the reader
 //!    tasks aborted (a grandchild holding the pipe cannot keep them alive);
 //! 4. in every case it ends with a tree kill, so grandchildren do not outlive

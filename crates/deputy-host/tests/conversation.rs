@@ -431,6 +431,21 @@ async fn garbage_mid_conversation_fails_the_pending_submit_and_kills_the_agent()
 }
 
 #[tokio::test]
+async fn json_that_is_not_json_rpc_is_a_protocol_violation_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conv = spawn(&["--not-rpc-on-input", "--stubborn"], dir.path()).await;
+    let err = conv.submit(Op::text("go")).await.unwrap_err();
+    let HostError::ProtocolViolation { detail, .. } = &err else { panic!("{err:?}") };
+    assert!(detail.contains(r#"{"hello":1}"#), "{detail}");
+    assert!(detail.contains("-32600"), "{detail}");
+    assert!(err.to_string().contains(r#"{"hello":1}"#), "{err}");
+    assert!(next(&mut conv).await.is_none());
+    assert!(matches!(conv.wait().await, Err(HostError::ProtocolViolation { .. })));
+    assert!(conv.cancel().await.was_killed());
+    assert_tree_gone(conv.pid());
+}
+
+#[tokio::test]
 async fn a_shutdown_op_submitted_by_the_caller_ends_without_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut conv = spawn(&[], dir.path()).await;

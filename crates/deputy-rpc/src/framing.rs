@@ -14,6 +14,8 @@
 //! - The frames produced do not depend on how the input is chunked.
 //! - At end of input, [`LineFramer::finish`] reports how many bytes of an
 //!   unterminated last line there were (they are never parsed as a message).
+//! - The first [`OVERSIZED_HEAD_BYTES`] bytes of the last oversized line are
+//!   kept ([`LineFramer::oversized_head`]), for error reports.
 
 use memchr::memchr;
 
@@ -22,6 +24,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 
 /// An empty buffer larger than this is released before the next read.
 const SHRINK_ABOVE: usize = 16 * READ_CHUNK;
+
+/// How many bytes of an oversized line [`LineFramer::oversized_head`] keeps.
+pub const OVERSIZED_HEAD_BYTES: usize = 200;
 
 /// One frame produced by [`LineFramer::next_frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +50,39 @@ pub struct LineFramer {
     scan: usize,
     /// `Some(n)` while dropping an oversized line of which `n` bytes were seen.
     discarding: Option<usize>,
+    /// The first bytes of the last oversized line.
+    oversized_head: Vec<u8>,
     max_line_bytes: usize,
 }
 
 impl LineFramer {
     /// A framer that accepts lines of at most `max_line_bytes` bytes.
     pub fn new(max_line_bytes: usize) -> Self {
-        LineFramer { buf: Vec::new(), pos: 0, scan: 0, discarding: None, max_line_bytes }
+        LineFramer {
+            buf: Vec::new(),
+            pos: 0,
+            scan: 0,
+            discarding: None,
+            oversized_head: Vec::new(),
+            max_line_bytes,
+        }
+    }
+
+    /// The first bytes (at most [`OVERSIZED_HEAD_BYTES`]) of the last line
+    /// reported as [`Frame::Oversized`] (after a leading BOM, if any); empty
+    /// before the first one.
+    pub fn oversized_head(&self) -> &[u8] {
+        &self.oversized_head
+    }
+
+    /// Keeps the first bytes of `buf[start..end]`, an oversized line.
+    fn keep_head(&mut self, start: usize, end: usize) {
+        let end = end.min(start.saturating_add(OVERSIZED_HEAD_BYTES + 3));
+        let mut head = &self.buf[start..end];
+        head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+        let n = head.len().min(OVERSIZED_HEAD_BYTES);
+        self.oversized_head.clear();
+        self.oversized_head.extend_from_slice(&head[..n]);
     }
 
     /// The configured limit.
@@ -151,6 +182,7 @@ impl LineFramer {
                 let partial = self.buf.len() - self.pos;
                 if partial > self.max_line_bytes.saturating_add(1) {
                     // Longer than any acceptable line even if a `\r` follows: drop it.
+                    self.keep_head(self.pos, self.buf.len());
                     self.discarding = Some(partial);
                     self.buf.clear();
                     self.pos = 0;
@@ -169,6 +201,7 @@ impl LineFramer {
                 content_end -= 1;
             }
             if content_end - start > self.max_line_bytes {
+                self.keep_head(start, content_end);
                 return Some(Frame::Oversized { len: raw_len });
             }
             let mut content_start = start;
@@ -263,6 +296,25 @@ mod tests {
         assert_eq!(frames(&mut f), vec![]);
         f.push(b"0\nnext\naft\n");
         assert_eq!(frames(&mut f), vec![Owned::Oversized(10), line("next"), line("aft")]);
+    }
+
+    #[test]
+    fn the_head_of_an_oversized_line_is_kept() {
+        let mut f = LineFramer::new(4);
+        assert_eq!(f.oversized_head(), b"");
+        f.push(b"\xEF\xBB\xBFabcdef\nok\n");
+        assert_eq!(frames(&mut f), vec![Owned::Oversized(9), line("ok")]);
+        assert_eq!(f.oversized_head(), b"abcdef");
+        // Across chunks, and cut at OVERSIZED_HEAD_BYTES.
+        let long = vec![b'y'; 3 * OVERSIZED_HEAD_BYTES];
+        f.push(b"x");
+        f.push(&long);
+        assert_eq!(frames(&mut f), vec![]);
+        f.push(b"\n");
+        assert_eq!(frames(&mut f), vec![Owned::Oversized(1 + long.len())]);
+        let mut expected = b"x".to_vec();
+        expected.extend_from_slice(&long[..OVERSIZED_HEAD_BYTES - 1]);
+        assert_eq!(f.oversized_head(), &expected[..]);
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! // The server side answers "add" and may call back into the client.
 //! let mut router = Router::new();
 //! router.request("add", |(a, b): (i64, i64), _ctx| async move { Ok(a + b) });
-//! let (_server, server_conn) = Peer::serve(right_read, right_write, router, PeerConfig::default());
+//! let (server, server_conn) = Peer::serve(right_read, right_write, router, PeerConfig::default());
 //!
 //! let (client, client_conn) =
 //!     Peer::serve(left_read, left_write, Router::new(), PeerConfig::default());
@@ -35,6 +35,11 @@
 //!
 //! client.close(); // flushes, then the server reads EOF
 //! assert!(matches!(client_conn.wait().await, CloseReason::Closed));
+//! // A half-close: the server's read side ended, its write side is still open...
+//! server.read_closed().await;
+//! server.notify("bye", ()).await.unwrap();
+//! // ...until its last handle goes (or `close()`).
+//! drop(server);
 //! assert!(matches!(server_conn.wait().await, CloseReason::Eof));
 //! # }
 //! ```
@@ -66,6 +71,15 @@
 //! one array once all are done; no answer if only notifications and responses were
 //! in it. `[]` → one `-32600` (not an array).
 //!
+//! **Invalid input.** [`PeerConfig::on_invalid`], if set, is called on the
+//! reader once for every line or batch element that is not a valid JSON-RPC
+//! message — parse error, invalid UTF-8, invalid request, oversized line,
+//! empty batch — with an [`InvalidInput`]: the error code, a message and an
+//! excerpt (at most [`INVALID_EXCERPT_BYTES`] bytes) of the line. The answer
+//! does not change. Valid traffic (unknown methods, responses with unknown
+//! ids) never calls it. A host uses it to treat a peer writing garbage as a
+//! protocol violation.
+//!
 //! **Dispatch.** Unknown method → `-32601`; params that do not decode into the
 //! handler's type → `-32602` with the serde message in `data` (absent params decode
 //! as `null`, then as `{}`); a handler that panics → `-32603`. Unknown
@@ -83,7 +97,8 @@
 //! the call, then wait for room in the writer's queue, bounded by
 //! [`PeerConfig::outgoing_capacity`] (a stalled peer applies backpressure). One
 //! writer task writes through a `BufWriter` and flushes whenever its queue is
-//! empty. Request ids are increasing integers from 1.
+//! empty. [`Peer::flush`] resolves once everything queued before it has been
+//! written and flushed. Request ids are increasing integers from 1.
 //!
 //! **Cancellation.** An outgoing call that is dropped, whose
 //! [`RequestOptions::cancel`] token fires, or that times out, removes its pending
@@ -92,14 +107,30 @@
 //! here, not by a route) cancels that request's token: its handler future is
 //! dropped and the request is answered `-32800`.
 //!
-//! **Close.** At EOF or a read error, every pending outgoing call fails at once
-//! with [`RpcError::ConnectionClosed`], incoming handlers are cancelled (and not
-//! answered), notifications already read are still delivered, the writer flushes
-//! what is queued and shuts its side down, and [`Peer::closed`] resolves.
-//! [`Peer::close`] does the same locally, but also drops notifications not yet
-//! delivered. [`Connection::wait`] resolves when all of it is done and says why;
-//! [`Connection::abort`] stops the tasks at once. A write error closes the
-//! connection the same way.
+//! **End of input is a half-close.** At EOF or a read error the read side ends
+//! ([`Peer::read_closed`] resolves): every pending outgoing call fails at once
+//! with [`RpcError::ConnectionClosed`] and new ones fail at once (no answer
+//! can come); notifications already read are still delivered, in order;
+//! incoming request handlers are **not** cancelled: they run to completion
+//! and their answers are written; the write side stays open, so
+//! [`Peer::notify`] still works.
+//!
+//! **The write side** is closed — the writer writes what is queued, flushes,
+//! shuts the `AsyncWrite` down and drops it, so the other side sees EOF, then
+//! [`Peer::write_closed`] resolves — only by [`Peer::close_write`] (a
+//! half-close: reading goes on and pending calls can still be answered),
+//! [`Peer::close`], a write error (pending calls fail; reading goes on), or
+//! when every [`Peer`] handle is gone: the caller's clones, the one the reader
+//! holds while it runs, and those of request handlers
+//! ([`RequestContext::peer`]) and of notification handlers that captured one.
+//!
+//! **Close.** [`Peer::close`] closes both sides locally: it stops reading,
+//! cancels incoming handlers (not answered), fails pending calls, drops
+//! notifications not yet delivered, and closes the write side as above.
+//! [`Peer::closed`] resolves when both sides are done. [`Connection::wait`]
+//! resolves when both directions are done and the tasks have finished, and
+//! says why ([`CloseReason`]: the first of read side ended, write error, local
+//! close); [`Connection::abort`] stops the tasks at once, without flushing.
 //!
 //! **Logging.** Through `tracing` only (never stdout): every line in (`<-`) and out
 //! (`->`) at trace level, protocol problems at debug or warn.
@@ -114,7 +145,10 @@ mod router;
 
 pub use error::{ErrorObject, RpcError, codes};
 pub use id::Id;
-pub use peer::{CloseReason, Connection, DEFAULT_MAX_LINE_BYTES, Peer, PeerConfig, RequestOptions};
+pub use peer::{
+    CloseReason, Connection, DEFAULT_MAX_LINE_BYTES, INVALID_EXCERPT_BYTES, InvalidInput, InvalidInputHook,
+    Peer, PeerConfig, RequestOptions,
+};
 pub use router::{RequestContext, Router};
 pub use serde_json::value::RawValue;
 pub use tokio_util::sync::CancellationToken;

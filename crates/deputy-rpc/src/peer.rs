@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ use crate::router::{BoxFuture, NotificationFn, RequestContext, Router};
 /// Default for [`PeerConfig::max_line_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Longest [`InvalidInput::excerpt`], in bytes.
+pub const INVALID_EXCERPT_BYTES: usize = 200;
+
 /// How many queued items the writer and the dispatcher take per wakeup.
 const BATCH: usize = 128;
 /// Notification permits are taken and given back in groups of this size.
@@ -40,8 +43,68 @@ const CREDIT_GROUP: usize = 32;
 /// The writer's buffer size.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// The hook called for every invalid incoming line or batch element
+/// ([`PeerConfig::on_invalid`]).
+pub type InvalidInputHook = Arc<dyn Fn(&InvalidInput) + Send + Sync>;
+
+/// An incoming line (or batch element) that is not a valid JSON-RPC message,
+/// as reported to [`PeerConfig::on_invalid`]. The peer answers it as usual
+/// (the error, id `null`); the hook only gets to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvalidInput {
+    /// The JSON-RPC error code it is answered with: `-32700` (not JSON, or not
+    /// UTF-8) or `-32600` (not a JSON-RPC message, empty batch, oversized line,
+    /// invalid batch element).
+    pub code: i64,
+    /// What is wrong, e.g. `Parse error: expected value at line 1 column 1`.
+    pub message: String,
+    /// The start of the offending line, at most [`INVALID_EXCERPT_BYTES`]
+    /// bytes (invalid UTF-8 replaced by U+FFFD). For a batch element, the
+    /// start of the whole batch line.
+    pub excerpt: String,
+    /// The offending line's length in bytes (terminator excluded).
+    pub line_bytes: usize,
+}
+
+impl InvalidInput {
+    fn new(error: &ErrorObject, line: &[u8], line_bytes: usize) -> Self {
+        let message = match &error.data {
+            None => error.message.clone(),
+            Some(serde_json::Value::String(s)) => format!("{}: {s}", error.message),
+            Some(other) => format!("{}: {other}", error.message),
+        };
+        InvalidInput { code: error.code, message, excerpt: excerpt(line), line_bytes }
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (code {}) in a line of {} bytes: {:?}",
+            self.message, self.code, self.line_bytes, self.excerpt
+        )
+    }
+}
+
+/// The first [`INVALID_EXCERPT_BYTES`] bytes of `line`, as text (never more bytes).
+fn excerpt(line: &[u8]) -> String {
+    let head = &line[..line.len().min(INVALID_EXCERPT_BYTES)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if text.len() > INVALID_EXCERPT_BYTES {
+        // Replacement characters are longer than the bytes they replace.
+        let mut cut = INVALID_EXCERPT_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// Settings of one connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerConfig {
     /// Longest accepted line, in bytes (terminator excluded). Default 16 MiB.
     pub max_line_bytes: usize,
@@ -58,6 +121,25 @@ pub struct PeerConfig {
     /// Whether an outgoing request dropped, cancelled or timed out after it was sent
     /// sends `$/cancelRequest` to the peer. Default true.
     pub send_cancel_on_drop: bool,
+    /// Called on the reader, once for every incoming line or batch element that
+    /// is not a valid JSON-RPC message (parse error, invalid UTF-8, invalid
+    /// request, oversized line, empty batch), before it is answered as usual.
+    /// Never called for valid traffic (including responses with unknown ids).
+    /// Keep it cheap: the reader waits for it. Default: none.
+    pub on_invalid: Option<InvalidInputHook>,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("max_line_bytes", &self.max_line_bytes)
+            .field("outgoing_capacity", &self.outgoing_capacity)
+            .field("notification_capacity", &self.notification_capacity)
+            .field("default_request_timeout", &self.default_request_timeout)
+            .field("send_cancel_on_drop", &self.send_cancel_on_drop)
+            .field("on_invalid", &self.on_invalid.as_ref().map(|_| "Fn(&InvalidInput)"))
+            .finish()
+    }
 }
 
 impl Default for PeerConfig {
@@ -68,7 +150,17 @@ impl Default for PeerConfig {
             notification_capacity: 1024,
             default_request_timeout: None,
             send_cancel_on_drop: true,
+            on_invalid: None,
         }
+    }
+}
+
+impl PeerConfig {
+    /// Sets [`on_invalid`](Self::on_invalid).
+    #[must_use]
+    pub fn on_invalid(mut self, hook: impl Fn(&InvalidInput) + Send + Sync + 'static) -> Self {
+        self.on_invalid = Some(Arc::new(hook));
+        self
     }
 }
 
@@ -108,6 +200,12 @@ impl RequestOptions {
 }
 
 /// Why a connection ended, from [`Connection::wait`].
+///
+/// It is the **first** of these to happen: the read side ending (EOF, read
+/// error), a write error, a local [`Peer::close`] (or [`Connection::abort`]).
+/// Closing only the write side ([`Peer::close_write`], or dropping every
+/// [`Peer`] handle) is not a reason by itself: the connection ends when the
+/// read side does.
 #[derive(Debug)]
 pub enum CloseReason {
     /// The peer closed its end (EOF on a line boundary).
@@ -147,28 +245,54 @@ enum OwnedPayload {
     Error(Box<RawValue>),
 }
 
+/// What the writer is asked to do, in queue order.
+enum Out {
+    /// Write this line (terminator included).
+    Line(Vec<u8>),
+    /// Answer once everything queued before has been written and flushed.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Default)]
 struct Pending {
     map: HashMap<i64, oneshot::Sender<OwnedPayload>>,
-    closed: bool,
+    /// Set when no answer can come any more (read side ended, write error,
+    /// local close): new requests fail at once with this reason.
+    closed: Option<String>,
 }
 
+/// The first thing that ended the connection (see [`CloseReason`]).
+const CAUSE_NONE: u8 = 0;
+const CAUSE_LOCAL: u8 = 1;
+const CAUSE_WRITE_ERROR: u8 = 2;
+const CAUSE_READ_END: u8 = 3;
+
 struct Inner {
-    out_tx: mpsc::Sender<Vec<u8>>,
     next_id: AtomicI64,
     pending: Mutex<Pending>,
     /// Incoming requests in flight: id → (registration number, token).
     incoming: Mutex<HashMap<Id, (u64, CancellationToken)>>,
     incoming_seq: AtomicU64,
-    /// Fires on any close (EOF, error, local). Parent of every incoming token.
-    shutdown: CancellationToken,
-    /// Fires on a local close or abort only: the dispatcher then stops at once.
+    /// Fires on [`Peer::close`] or abort: the reader and the dispatcher stop at
+    /// once, and incoming handlers are cancelled (parent of their tokens).
     local_close: CancellationToken,
-    locally_closed: AtomicBool,
-    /// Set (before `shutdown` fires) on any close; cheaper to read than the token.
-    closed: AtomicBool,
+    /// Fires when the write side is asked to close (close, close_write, abort):
+    /// the writer writes what is queued, flushes and shuts down.
+    write_close: CancellationToken,
+    /// Set (before `write_close` fires) when the write side takes no new messages.
+    write_refused: AtomicBool,
+    /// Why the write side takes no new messages.
+    write_reason: OnceLock<String>,
+    /// Fires once the reader has stopped (for whatever reason).
+    read_done: CancellationToken,
+    /// Fires once the writer has stopped (shut down, failed or aborted).
+    write_done: CancellationToken,
+    /// The writer stopped without writing everything queued (error, abort, panic).
+    write_failed: AtomicBool,
     aborted: AtomicBool,
-    close_reason: OnceLock<String>,
+    /// One of the `CAUSE_*` constants: the first thing that ended the connection.
+    cause: AtomicU8,
+    cause_text: OnceLock<String>,
     /// Messages the reader could not queue at once and handed to a task.
     overflow: AtomicUsize,
     config: PeerConfig,
@@ -179,75 +303,81 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn closed_error(&self) -> RpcError {
-        RpcError::ConnectionClosed {
-            reason: self.close_reason.get().cloned().unwrap_or_else(|| "connection closed".to_owned()),
+    /// Records the first cause of the end of the connection.
+    fn set_cause(&self, cause: u8, text: impl FnOnce() -> String) {
+        if self.cause.compare_exchange(CAUSE_NONE, cause, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let text = text();
+            debug!(reason = %text, "the connection is ending");
+            let _ = self.cause_text.set(text);
         }
     }
 
-    /// Closes the connection: the first reason wins. Pending outgoing requests
-    /// fail at once, incoming handlers are cancelled, the writer drains and
-    /// shuts down, the reader stops.
-    fn close_with(&self, reason: impl FnOnce() -> String, local: bool) {
-        if local {
-            self.locally_closed.store(true, Ordering::Release);
-            self.local_close.cancel();
-        }
-        if self.close_reason.get().is_none() {
-            let reason = reason();
-            if self.close_reason.set(reason).is_ok() {
-                debug!(reason = %self.close_reason.get().map_or("", String::as_str), "closing the connection");
-            }
-        }
+    /// Fails every pending outgoing request, and every later one, with `reason`
+    /// (the first reason wins).
+    fn fail_pending(&self, reason: impl FnOnce() -> String) {
         let failed = {
             let mut pending = lock(&self.pending);
-            pending.closed = true;
+            if pending.closed.is_none() {
+                pending.closed = Some(reason());
+            }
             std::mem::take(&mut pending.map)
         };
-        self.closed.store(true, Ordering::Release);
-        self.shutdown.cancel();
         if !failed.is_empty() {
-            debug!(count = failed.len(), "failing pending requests: connection closed");
+            debug!(count = failed.len(), "failing pending requests: no answer can come any more");
         }
         drop(failed);
     }
 
-    /// Queues `line` without waiting: used where waiting could deadlock (the
-    /// reader) or is impossible (a destructor). When the queue is full the line is
-    /// handed to a task, at most `outgoing_capacity` of them at a time; past that
-    /// it is dropped with a warning.
-    fn send_nonblocking(self: &Arc<Self>, line: Vec<u8>) {
-        match self.out_tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(line)) => {
-                let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                    warn!("outgoing queue full and no runtime: dropping a message");
-                    return;
-                };
-                if self.overflow.fetch_add(1, Ordering::AcqRel) >= self.config.outgoing_capacity {
-                    self.overflow.fetch_sub(1, Ordering::AcqRel);
-                    warn!(
-                        line = %String::from_utf8_lossy(&line).trim_end(),
-                        "outgoing queue full: dropping a message"
-                    );
-                    return;
-                }
-                let inner = Arc::clone(self);
-                handle.spawn(async move {
-                    let _ = inner.out_tx.send(line).await;
-                    inner.overflow.fetch_sub(1, Ordering::AcqRel);
-                });
-            }
+    /// The write side takes no new messages from now on; the writer is told to
+    /// write what is queued, flush and shut down.
+    fn close_write(&self, reason: impl FnOnce() -> String) {
+        if !self.write_refused.load(Ordering::Acquire) {
+            let _ = self.write_reason.set(reason());
+            self.write_refused.store(true, Ordering::Release);
         }
+        self.write_close.cancel();
+    }
+
+    /// A local full close (also used by abort).
+    fn close_local(&self, reason: &'static str) {
+        self.set_cause(CAUSE_LOCAL, || reason.to_owned());
+        self.local_close.cancel();
+        self.fail_pending(|| reason.to_owned());
+        self.close_write(|| reason.to_owned());
+    }
+
+    /// The read side ended: no answer can come any more.
+    fn read_ended(&self, reason: impl Fn() -> String) {
+        self.set_cause(CAUSE_READ_END, &reason);
+        self.fail_pending(&reason);
+    }
+
+    fn pending_closed_reason(&self) -> Option<String> {
+        lock(&self.pending).closed.clone()
+    }
+
+    /// The error of a request that cannot be sent or answered.
+    fn request_error(&self) -> RpcError {
+        let reason = self
+            .pending_closed_reason()
+            .or_else(|| self.write_reason.get().cloned())
+            .unwrap_or_else(|| "connection closed".to_owned());
+        RpcError::ConnectionClosed { reason }
+    }
+
+    /// The error of a message that cannot be written.
+    fn write_error(&self) -> RpcError {
+        let reason = self
+            .write_reason
+            .get()
+            .cloned()
+            .or_else(|| self.pending_closed_reason())
+            .unwrap_or_else(|| "the write side is closed".to_owned());
+        RpcError::ConnectionClosed { reason }
     }
 
     fn register_incoming(&self, id: &Id) -> (u64, CancellationToken) {
-        let token = self.shutdown.child_token();
+        let token = self.local_close.child_token();
         let seq = self.incoming_seq.fetch_add(1, Ordering::Relaxed);
         lock(&self.incoming).insert(id.clone(), (seq, token.clone()));
         (seq, token)
@@ -297,16 +427,32 @@ impl Inner {
     }
 }
 
-/// A handle to one connection: send requests and notifications, close it.
-/// Cheap to clone; all clones drive the same connection.
+/// What every [`Peer`] clone shares. The writer's queue stays open as long as
+/// one of these lives (each holds a sender): dropping the last one lets the
+/// writer finish.
+struct Handle {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Out>,
+}
+
+/// A handle to one connection: send requests and notifications, flush, close
+/// either side. Cheap to clone; all clones drive the same connection.
+///
+/// The write side stays open while any clone lives (including the ones the
+/// reader holds while it runs and the ones handed to request handlers through
+/// [`RequestContext::peer`]); when the last one is dropped, the writer writes
+/// what is queued, flushes and shuts its side down.
 #[derive(Clone)]
 pub struct Peer {
-    inner: Arc<Inner>,
+    handle: Arc<Handle>,
 }
 
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Peer").field("closed", &self.is_closed()).finish_non_exhaustive()
+        f.debug_struct("Peer")
+            .field("read_closed", &self.is_read_closed())
+            .field("write_closed", &self.is_write_closed())
+            .finish_non_exhaustive()
     }
 }
 
@@ -320,7 +466,10 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("closed", &self.inner.is_closed()).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("read_closed", &self.inner.read_done.is_cancelled())
+            .field("write_closed", &self.inner.write_done.is_cancelled())
+            .finish_non_exhaustive()
     }
 }
 
@@ -332,10 +481,16 @@ enum ReaderEnd {
 }
 
 impl Connection {
-    /// Resolves when the connection has ended and its tasks have finished: the
-    /// reader stopped (EOF, read error, or a close), the writer flushed what was
-    /// queued and shut its end down, and the dispatcher delivered the notifications
-    /// received before EOF (after a local close it drops them instead).
+    /// Resolves when both directions are done and the tasks have finished:
+    /// the reader stopped (EOF, read error, [`Peer::close`]) and the
+    /// dispatcher delivered the notifications read before (after a local
+    /// close it drops them instead), and the writer wrote what was queued,
+    /// flushed and shut its side down (after [`Peer::close`],
+    /// [`Peer::close_write`], a write error, or once every [`Peer`] handle is
+    /// gone). Says why the connection ended ([`CloseReason`]: the first cause).
+    ///
+    /// After EOF the write side stays open: call [`Peer::close`] (or drop
+    /// every handle) or this does not resolve.
     pub async fn wait(self) -> CloseReason {
         let reader = self.reader.await;
         let writer = self.writer.await;
@@ -343,16 +498,18 @@ impl Connection {
         if self.inner.aborted.load(Ordering::Acquire) {
             return CloseReason::Aborted;
         }
-        match reader {
-            Ok(ReaderEnd::Eof) => CloseReason::Eof,
-            Ok(ReaderEnd::Partial(bytes)) => CloseReason::EofWithPartialLine { bytes },
-            Ok(ReaderEnd::Error(e)) => CloseReason::ReadError(e),
-            Ok(ReaderEnd::Stopped) => match writer {
+        match self.inner.cause.load(Ordering::Acquire) {
+            CAUSE_LOCAL => CloseReason::Closed,
+            CAUSE_WRITE_ERROR => match writer {
                 Ok(Err(e)) => CloseReason::WriteError(e),
-                Ok(Ok(())) if self.inner.locally_closed.load(Ordering::Acquire) => CloseReason::Closed,
                 _ => CloseReason::Aborted,
             },
-            Err(_) => CloseReason::Aborted,
+            _ => match reader {
+                Ok(ReaderEnd::Eof) => CloseReason::Eof,
+                Ok(ReaderEnd::Partial(bytes)) => CloseReason::EofWithPartialLine { bytes },
+                Ok(ReaderEnd::Error(e)) => CloseReason::ReadError(e),
+                Ok(ReaderEnd::Stopped) | Err(_) => CloseReason::Aborted,
+            },
         }
     }
 
@@ -361,7 +518,7 @@ impl Connection {
     /// handlers are cancelled as with [`Peer::close`].
     pub fn abort(&self) {
         self.inner.aborted.store(true, Ordering::Release);
-        self.inner.close_with(|| "connection aborted".to_owned(), true);
+        self.inner.close_local("connection aborted");
         self.reader.abort();
         self.writer.abort();
         self.dispatcher.abort();
@@ -371,7 +528,7 @@ impl Connection {
 /// Removes a pending outgoing request when the call ends without an answer
 /// (dropped, timed out, cancelled), and tells the peer if the request was sent.
 struct PendingGuard<'a> {
-    inner: &'a Arc<Inner>,
+    peer: &'a Peer,
     id: i64,
     sent: bool,
     send_cancel: bool,
@@ -383,15 +540,16 @@ impl Drop for PendingGuard<'_> {
         if !self.armed {
             return;
         }
-        let removed = lock(&self.inner.pending).map.remove(&self.id).is_some();
-        if removed && self.sent && self.send_cancel && !self.inner.is_closed() {
+        let inner = &self.peer.handle.inner;
+        let removed = lock(&inner.pending).map.remove(&self.id).is_some();
+        if removed && self.sent && self.send_cancel && !inner.write_refused.load(Ordering::Acquire) {
             debug!(id = self.id, "request abandoned: sending $/cancelRequest");
             #[derive(Serialize)]
             struct CancelParams {
                 id: i64,
             }
             if let Ok(line) = encode_notification(CANCEL_REQUEST_METHOD, &CancelParams { id: self.id }) {
-                self.inner.send_nonblocking(line);
+                self.peer.send_nonblocking(line);
             }
         }
     }
@@ -416,21 +574,24 @@ impl Peer {
         let (notif_tx, notif_rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(config.notification_capacity));
         let inner = Arc::new(Inner {
-            out_tx,
             next_id: AtomicI64::new(1),
             pending: Mutex::new(Pending::default()),
             incoming: Mutex::new(HashMap::new()),
             incoming_seq: AtomicU64::new(0),
-            shutdown: CancellationToken::new(),
             local_close: CancellationToken::new(),
-            locally_closed: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
+            write_close: CancellationToken::new(),
+            write_refused: AtomicBool::new(false),
+            write_reason: OnceLock::new(),
+            read_done: CancellationToken::new(),
+            write_done: CancellationToken::new(),
+            write_failed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
-            close_reason: OnceLock::new(),
+            cause: AtomicU8::new(CAUSE_NONE),
+            cause_text: OnceLock::new(),
             overflow: AtomicUsize::new(0),
             config,
         });
-        let peer = Peer { inner: Arc::clone(&inner) };
+        let peer = Peer { handle: Arc::new(Handle { inner: Arc::clone(&inner), tx: out_tx }) };
         let mut router = router;
         let mut notification_index = HashMap::new();
         let mut notification_handlers = Vec::new();
@@ -455,6 +616,43 @@ impl Peer {
         (peer, Connection { reader, writer, dispatcher, inner })
     }
 
+    fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
+    }
+
+    /// Queues `line` without waiting: used where waiting could deadlock (the
+    /// reader) or is impossible (a destructor). When the queue is full the line is
+    /// handed to a task, at most `outgoing_capacity` of them at a time; past that
+    /// it is dropped with a warning.
+    fn send_nonblocking(&self, line: Vec<u8>) {
+        let inner = self.inner();
+        match self.handle.tx.try_send(Out::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(out)) => {
+                let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                    warn!("outgoing queue full and no runtime: dropping a message");
+                    return;
+                };
+                if inner.overflow.fetch_add(1, Ordering::AcqRel) >= inner.config.outgoing_capacity {
+                    inner.overflow.fetch_sub(1, Ordering::AcqRel);
+                    if let Out::Line(line) = &out {
+                        warn!(
+                            line = %String::from_utf8_lossy(line).trim_end(),
+                            "outgoing queue full: dropping a message"
+                        );
+                    }
+                    return;
+                }
+                let peer = self.clone();
+                handle.spawn(async move {
+                    let _ = peer.handle.tx.send(out).await;
+                    peer.inner().overflow.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        }
+    }
+
     /// Calls `method` and decodes its result, with the default options (the peer's
     /// default timeout, if any). Params are serialized before this returns.
     pub fn request<P, R>(
@@ -475,6 +673,11 @@ impl Peer {
     /// If the call is dropped, its token fires, or it times out before the answer
     /// arrives, the pending entry is removed and, if the request had been queued
     /// and `send_cancel_on_drop` is on, `$/cancelRequest {"id": <id>}` is sent.
+    ///
+    /// Fails at once with [`RpcError::ConnectionClosed`] when no answer can
+    /// come any more (the read side ended, a write error, [`close`](Self::close))
+    /// or the request cannot be sent ([`close_write`](Self::close_write)); a
+    /// call waiting for its answer fails when the read side ends.
     pub fn request_with<P, R>(
         &self,
         method: &str,
@@ -485,29 +688,34 @@ impl Peer {
         P: Serialize,
         R: DeserializeOwned + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = self.clone();
+        let id = peer.inner().next_id.fetch_add(1, Ordering::Relaxed);
         let encoded = encode_request(id, method, &params);
         let method = method.to_owned();
-        let timeout = opts.timeout.or(inner.config.default_request_timeout);
-        let send_cancel = opts.send_cancel_on_drop.unwrap_or(inner.config.send_cancel_on_drop);
+        let timeout = opts.timeout.or(peer.inner().config.default_request_timeout);
+        let send_cancel = opts.send_cancel_on_drop.unwrap_or(peer.inner().config.send_cancel_on_drop);
         let cancel = opts.cancel;
         async move {
             let line = encoded.map_err(RpcError::Encode)?;
+            let inner = peer.inner();
             let call = async {
                 let (tx, rx) = oneshot::channel();
-                let mut guard = PendingGuard { inner: &inner, id, sent: false, send_cancel, armed: false };
+                let mut guard = PendingGuard { peer: &peer, id, sent: false, send_cancel, armed: false };
                 {
                     let mut pending = lock(&inner.pending);
-                    if pending.closed {
-                        return Err(inner.closed_error());
+                    if let Some(reason) = &pending.closed {
+                        return Err(RpcError::ConnectionClosed { reason: reason.clone() });
+                    }
+                    if inner.write_refused.load(Ordering::Acquire) {
+                        drop(pending);
+                        return Err(inner.write_error());
                     }
                     pending.map.insert(id, tx);
                 }
                 guard.armed = true;
-                inner.out_tx.send(line).await.map_err(|_| inner.closed_error())?;
+                peer.handle.tx.send(Out::Line(line)).await.map_err(|_| inner.write_error())?;
                 guard.sent = true;
-                let payload = rx.await.map_err(|_| inner.closed_error())?;
+                let payload = rx.await.map_err(|_| inner.request_error())?;
                 guard.armed = false;
                 Ok(payload)
             };
@@ -540,70 +748,130 @@ impl Peer {
     }
 
     /// Sends a notification. Params are serialized before this returns; the
-    /// future waits for room in the outgoing queue (backpressure) and fails with
-    /// [`RpcError::ConnectionClosed`] once the connection is closed.
+    /// future waits for room in the outgoing queue (backpressure). It works
+    /// after the read side ended (half-close) and fails with
+    /// [`RpcError::ConnectionClosed`] once the write side is closed (or closing).
     pub fn notify<P: Serialize>(
         &self,
         method: &str,
         params: P,
     ) -> impl Future<Output = Result<(), RpcError>> + Send + 'static + use<P> {
-        let inner = Arc::clone(&self.inner);
+        let peer = self.clone();
         let encoded = encode_notification(method, &params);
         async move {
             let line = encoded.map_err(RpcError::Encode)?;
-            if inner.is_closed() {
-                return Err(inner.closed_error());
+            let inner = peer.inner();
+            if inner.write_refused.load(Ordering::Acquire) {
+                return Err(inner.write_error());
             }
-            inner.out_tx.send(line).await.map_err(|_| inner.closed_error())
+            peer.handle.tx.send(Out::Line(line)).await.map_err(|_| inner.write_error())
         }
     }
 
-    /// Whether the connection is closed (EOF, error, or [`close`](Self::close)).
-    pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
+    /// Resolves once everything queued before the call (by any clone) has been
+    /// written and flushed. Fails with [`RpcError::ConnectionClosed`] if the
+    /// writer stopped without writing it (write error, abort). After a clean
+    /// [`close`](Self::close) or [`close_write`](Self::close_write) it resolves
+    /// once the writer has written and flushed everything and shut down.
+    pub fn flush(&self) -> impl Future<Output = Result<(), RpcError>> + Send + 'static {
+        let peer = self.clone();
+        async move {
+            let inner = peer.inner();
+            let (tx, rx) = oneshot::channel();
+            if peer.handle.tx.send(Out::Flush(tx)).await.is_ok() && rx.await.is_ok() {
+                return Ok(());
+            }
+            // The writer is closing or gone: it ends by flushing everything, unless it failed.
+            inner.write_done.cancelled().await;
+            if inner.write_failed.load(Ordering::Acquire) { Err(inner.write_error()) } else { Ok(()) }
+        }
     }
 
-    /// Resolves once the connection is closed.
+    /// Whether the read side has ended (EOF, read error, [`close`](Self::close), abort).
+    pub fn is_read_closed(&self) -> bool {
+        self.inner().read_done.is_cancelled()
+    }
+
+    /// Resolves once the read side has ended: EOF, a read error,
+    /// [`close`](Self::close) or abort. Nothing more will be read; pending
+    /// outgoing requests have failed; the write side may still be open.
+    pub async fn read_closed(&self) {
+        self.inner().read_done.cancelled().await
+    }
+
+    /// Whether the writer has stopped (see [`write_closed`](Self::write_closed)).
+    pub fn is_write_closed(&self) -> bool {
+        self.inner().write_done.is_cancelled()
+    }
+
+    /// Resolves once the writer has stopped: it wrote what was queued, flushed
+    /// and shut its side down (after [`close`](Self::close),
+    /// [`close_write`](Self::close_write), or once every handle was dropped),
+    /// or it failed (write error) or was aborted.
+    pub async fn write_closed(&self) {
+        self.inner().write_done.cancelled().await
+    }
+
+    /// Whether both sides are done ([`is_read_closed`](Self::is_read_closed)
+    /// and [`is_write_closed`](Self::is_write_closed)).
+    pub fn is_closed(&self) -> bool {
+        self.is_read_closed() && self.is_write_closed()
+    }
+
+    /// Resolves once both sides are done (see [`read_closed`](Self::read_closed)
+    /// and [`write_closed`](Self::write_closed)).
     pub async fn closed(&self) {
-        self.inner.shutdown.cancelled().await
+        self.read_closed().await;
+        self.write_closed().await;
     }
 
     /// How many outgoing requests are waiting for an answer.
     pub fn pending_requests(&self) -> usize {
-        lock(&self.inner.pending).map.len()
+        lock(&self.inner().pending).map.len()
     }
 
     /// How many incoming requests are being handled.
     pub fn incoming_requests(&self) -> usize {
-        lock(&self.inner.incoming).len()
+        lock(&self.inner().incoming).len()
     }
 
-    /// Why the connection closed, once it has.
+    /// Why the connection is ending (the first cause, as in [`CloseReason`]),
+    /// once the read side has ended, a write failed or it was closed locally.
     pub fn close_reason(&self) -> Option<String> {
-        self.inner.close_reason.get().cloned()
+        self.inner().cause_text.get().cloned()
     }
 
-    /// Closes the connection: cancels every incoming handler (their answers are not
-    /// sent), fails every pending outgoing request with
-    /// [`RpcError::ConnectionClosed`], drops queued notifications not yet
-    /// delivered, stops reading, lets the writer flush what is already queued and
-    /// then shuts the write side down, so the peer sees EOF. Idempotent.
+    /// Closes the whole connection: stops reading, cancels every incoming
+    /// handler (their answers are not sent), fails every pending outgoing
+    /// request with [`RpcError::ConnectionClosed`], drops queued notifications
+    /// not yet delivered, lets the writer write and flush what is already
+    /// queued and then shuts the write side down, so the peer sees EOF.
+    /// Idempotent.
     pub fn close(&self) {
-        self.inner.close_with(|| "closed locally".to_owned(), true);
+        self.inner().close_local("closed locally");
+    }
+
+    /// Closes the write side only (a half-close): new messages are refused,
+    /// the writer writes and flushes what is queued, then shuts its side down
+    /// so the peer sees EOF. Reading goes on: responses to pending requests,
+    /// notifications and requests still arrive (answers to the latter can no
+    /// longer be sent). Idempotent.
+    pub fn close_write(&self) {
+        self.inner().close_write(|| "the write side was closed locally".to_owned());
     }
 }
 
 // ---------------------------------------------------------------------------
 // Reader.
 
-/// Closes the connection if a task ends without doing so (panic or abort).
-struct CloseOnDrop<'a>(&'a Inner, &'static str);
+/// Marks the read side ended when the reader stops, however it stops
+/// (return, panic, abort).
+struct ReaderGuard<'a>(&'a Inner);
 
-impl Drop for CloseOnDrop<'_> {
+impl Drop for ReaderGuard<'_> {
     fn drop(&mut self) {
-        if !self.0.is_closed() {
-            self.0.close_with(|| self.1.to_owned(), false);
-        }
+        self.0.read_ended(|| "the reader task stopped unexpectedly".to_owned());
+        self.0.read_done.cancel();
     }
 }
 
@@ -649,7 +917,7 @@ enum Started {
 impl ReaderState {
     async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R) -> ReaderEnd {
         let inner = Arc::clone(&self.inner);
-        let _guard = CloseOnDrop(&inner, "the reader task stopped unexpectedly");
+        let _guard = ReaderGuard(&inner);
         let mut framer = LineFramer::new(inner.config.max_line_bytes);
         loop {
             while let Some(frame) = framer.next_frame() {
@@ -666,14 +934,17 @@ impl ReaderState {
                         let error = ErrorObject::invalid_request(format!(
                             "line of {len} bytes exceeds the limit of {limit} bytes"
                         ));
-                        inner.send_nonblocking(encode_error(None, &error));
+                        if let Some(hook) = &inner.config.on_invalid {
+                            hook(&InvalidInput::new(&error, framer.oversized_head(), len));
+                        }
+                        self.peer.send_nonblocking(encode_error(None, &error));
                     }
                 }
             }
             self.flush_notifications();
             let read = tokio::select! {
                 biased;
-                () = inner.shutdown.cancelled() => return ReaderEnd::Stopped,
+                () = inner.local_close.cancelled() => return ReaderEnd::Stopped,
                 read = reader.read_buf(framer.read_buffer()) => read,
             };
             match read {
@@ -682,12 +953,12 @@ impl ReaderState {
                     return match framer.finish() {
                         None => {
                             debug!("EOF");
-                            inner.close_with(|| CloseReason::Eof.to_string(), false);
+                            inner.read_ended(|| CloseReason::Eof.to_string());
                             ReaderEnd::Eof
                         }
                         Some(bytes) => {
                             warn!(bytes, "EOF in the middle of a line: discarding it");
-                            inner.close_with(|| CloseReason::EofWithPartialLine { bytes }.to_string(), false);
+                            inner.read_ended(|| CloseReason::EofWithPartialLine { bytes }.to_string());
                             ReaderEnd::Partial(bytes)
                         }
                     };
@@ -696,7 +967,7 @@ impl ReaderState {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!(error = %e, "read error");
-                    inner.close_with(|| format!("read error: {e}"), false);
+                    inner.read_ended(|| format!("read error: {e}"));
                     return ReaderEnd::Error(e);
                 }
             }
@@ -710,12 +981,13 @@ impl ReaderState {
             }
             Incoming::Single(Message::Request { id, method, params }) => {
                 match self.start_request(id, &method, params) {
-                    Started::Ready(line) => self.inner.send_nonblocking(line),
+                    Started::Ready(line) => self.peer.send_nonblocking(line),
                     Started::Running(fut) => {
-                        let inner = Arc::clone(&self.inner);
+                        // Holds a handle: the write side stays open until it has answered.
+                        let peer = self.peer.clone();
                         tokio::spawn(async move {
                             if let Some(line) = fut.await {
-                                let _ = inner.out_tx.send(line).await;
+                                send_answer(&peer, line).await;
                             }
                         });
                     }
@@ -728,19 +1000,30 @@ impl ReaderState {
             }
             Incoming::Invalid(error) => {
                 debug!(code = error.code, error = %error, "invalid message");
-                self.inner.send_nonblocking(encode_error(None, &error));
+                self.report_invalid(&error, line);
+                self.peer.send_nonblocking(encode_error(None, &error));
                 Flow::Continue
             }
-            Incoming::Batch(items) => self.handle_batch(items).await,
+            Incoming::Batch(items) => self.handle_batch(items, line).await,
         }
     }
 
-    async fn handle_batch(&mut self, items: Vec<Result<Message<'_>, ErrorObject>>) -> Flow {
+    /// Tells the [`PeerConfig::on_invalid`] hook, if any.
+    fn report_invalid(&self, error: &ErrorObject, line: &[u8]) {
+        if let Some(hook) = &self.inner.config.on_invalid {
+            hook(&InvalidInput::new(error, line, line.len()));
+        }
+    }
+
+    async fn handle_batch(&mut self, items: Vec<Result<Message<'_>, ErrorObject>>, line: &[u8]) -> Flow {
         let mut ready: Vec<Vec<u8>> = Vec::new();
         let mut running: Vec<(usize, BoxFuture<Option<Vec<u8>>>)> = Vec::new();
         for item in items {
             match item {
-                Err(error) => ready.push(encode_error(None, &error)),
+                Err(error) => {
+                    self.report_invalid(&error, line);
+                    ready.push(encode_error(None, &error));
+                }
                 Ok(Message::Notification { method, params }) => {
                     if let Flow::Stop = self.handle_notification(&method, params).await {
                         return Flow::Stop;
@@ -762,20 +1045,20 @@ impl ReaderState {
             return Flow::Continue;
         }
         if running.is_empty() {
-            self.inner.send_nonblocking(encode_batch(&ready));
+            self.peer.send_nonblocking(encode_batch(&ready));
             return Flow::Continue;
         }
-        let inner = Arc::clone(&self.inner);
+        let peer = self.peer.clone();
         tokio::spawn(async move {
             let (slots, futs): (Vec<usize>, Vec<_>) = running.into_iter().unzip();
             let results = futures::future::join_all(futs).await;
             for (slot, result) in slots.into_iter().zip(results) {
                 match result {
                     Some(line) => ready[slot] = line,
-                    None => return, // the connection closed: nothing to answer
+                    None => return, // closed locally: nothing to answer
                 }
             }
-            let _ = inner.out_tx.send(encode_batch(&ready)).await;
+            send_answer(&peer, encode_batch(&ready)).await;
         });
         Flow::Continue
     }
@@ -804,7 +1087,7 @@ impl ReaderState {
                         self.flush_notifications();
                         let acquired = tokio::select! {
                             biased;
-                            () = self.inner.shutdown.cancelled() => return Flow::Stop,
+                            () = self.inner.local_close.cancelled() => return Flow::Stop,
                             acquired = self.permits.acquire() => acquired,
                         };
                         match acquired {
@@ -904,7 +1187,7 @@ impl ReaderState {
                     error!(%id, "a request handler panicked");
                     Some(encode_error(Some(&id), &ErrorObject::internal("the request handler panicked")))
                 }
-                None if inner.is_closed() => None,
+                None if inner.local_close.is_cancelled() => None,
                 None => {
                     debug!(%id, "request cancelled");
                     Some(encode_error(Some(&id), &ErrorObject::request_cancelled()))
@@ -917,41 +1200,88 @@ impl ReaderState {
 // ---------------------------------------------------------------------------
 // Writer and dispatcher.
 
+/// Queues the answer to an incoming request (dropped if the write side is closed).
+async fn send_answer(peer: &Peer, line: Vec<u8>) {
+    if peer.handle.tx.send(Out::Line(line)).await.is_err() {
+        debug!("the write side is closed: an answer is dropped");
+    }
+}
+
+/// Marks the write side done when the writer stops, however it stops; if it
+/// did not finish cleanly, pending requests fail and nothing more is taken.
+struct WriterGuard<'a> {
+    inner: &'a Inner,
+    clean: bool,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.inner.write_failed.store(true, Ordering::Release);
+            self.inner.fail_pending(|| "the writer task stopped unexpectedly".to_owned());
+        }
+        self.inner.close_write(|| "the write side is closed".to_owned());
+        self.inner.write_done.cancel();
+    }
+}
+
+/// Writes a batch of queued items; flush requests are collected in `waiters`.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
+    batch: &mut Vec<Out>,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+) -> io::Result<()> {
+    for item in batch.drain(..) {
+        match item {
+            Out::Line(line) => {
+                trace!(line = %String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)), "->");
+                out.write_all(&line).await?;
+            }
+            Out::Flush(waiter) => waiters.push(waiter),
+        }
+    }
+    Ok(())
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Out>,
     inner: Arc<Inner>,
 ) -> io::Result<()> {
-    let _guard = CloseOnDrop(&inner, "the writer task stopped unexpectedly");
+    // Declared first, dropped last: `write_done` fires after the writer itself
+    // (e.g. a child's stdin pipe) has been dropped, i.e. closed.
+    let mut guard = WriterGuard { inner: &inner, clean: false };
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, writer);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let result: io::Result<()> = async {
         loop {
             let n = tokio::select! {
                 biased;
                 n = rx.recv_many(&mut batch, BATCH) => n,
-                () = inner.shutdown.cancelled() => 0,
+                () = inner.write_close.cancelled() => 0,
             };
             if n == 0 {
+                // Asked to close, or every handle is gone.
                 break;
             }
-            for line in batch.drain(..) {
-                trace!(line = %String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)), "->");
-                out.write_all(&line).await?;
-            }
-            if rx.is_empty() {
+            write_batch(&mut out, &mut batch, &mut waiters).await?;
+            if rx.is_empty() || !waiters.is_empty() {
                 out.flush().await?;
+                for waiter in waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
         }
         // Closing: refuse new messages, write what is queued, flush, shut down.
         rx.close();
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            for line in batch.drain(..) {
-                trace!(line = %String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)), "->");
-                out.write_all(&line).await?;
-            }
+            write_batch(&mut out, &mut batch, &mut waiters).await?;
         }
         out.flush().await?;
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(());
+        }
         Ok(())
     }
     .await;
@@ -960,14 +1290,29 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(e) = out.shutdown().await {
                 debug!(error = %e, "shutting down the write side failed");
             }
+            drop(out);
+            debug!("the write side is closed");
+            guard.clean = true;
             Ok(())
         }
         Err(e) => {
             debug!(error = %e, "write error");
             rx.close();
-            inner.close_with(|| format!("write error: {e}"), false);
+            inner.set_cause(CAUSE_WRITE_ERROR, || format!("write error: {e}"));
+            inner.close_write(|| format!("write error: {e}"));
+            inner.fail_pending(|| format!("write error: {e}"));
             Err(e)
         }
+    }
+}
+
+/// If the dispatcher stops abnormally, the reader must not wait for permits
+/// that never come back.
+struct DispatcherGuard(Arc<Semaphore>);
+
+impl Drop for DispatcherGuard {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -979,7 +1324,7 @@ async fn dispatch_loop(
     permits: Arc<Semaphore>,
     inner: Arc<Inner>,
 ) {
-    let _guard = CloseOnDrop(&inner, "the notification dispatcher stopped unexpectedly");
+    let _guard = DispatcherGuard(Arc::clone(&permits));
     loop {
         let batch = tokio::select! {
             biased;
@@ -989,7 +1334,7 @@ async fn dispatch_loop(
         let Some(batch) = batch else { return };
         let mut done = 0;
         for (handler, range) in batch.jobs {
-            if inner.locally_closed.load(Ordering::Acquire) {
+            if inner.local_close.is_cancelled() {
                 return;
             }
             let (method, handler) = &handlers[handler];

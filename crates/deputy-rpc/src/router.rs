@@ -33,15 +33,18 @@ pub(crate) type FallbackFn =
 pub struct RequestContext {
     /// The request's id.
     pub id: Id,
-    /// A handle to the connection, to send requests or notifications back.
+    /// A handle to the connection, to send requests or notifications back
+    /// (it keeps the write side open while it lives).
     pub peer: Peer,
     pub(crate) cancel: CancellationToken,
 }
 
 impl RequestContext {
     /// Resolves when the request is cancelled: the peer sent `$/cancelRequest` for
-    /// it, or the connection is shutting down. The handler's future is dropped at
-    /// that point anyway; use this to stop work spawned elsewhere.
+    /// it, or the connection was closed locally ([`Peer::close`], abort). End of
+    /// input does not cancel it: the handler runs to completion and its answer is
+    /// written. The handler's future is dropped at that point anyway; use this to
+    /// stop work spawned elsewhere.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }

@@ -105,7 +105,8 @@ fn flood() {
             let send_only = std::env::var("FLOOD_SEND_ONLY").is_ok();
             let input = if send_only { Vec::new() } else { input };
             let t = Instant::now();
-            let (_peer, conn) =
+            // No handle kept: the write side closes once the reader is done (half-close).
+            let (_, conn) =
                 Peer::serve(std::io::Cursor::new(input), tokio::io::sink(), router, PeerConfig::default());
             let reason = conn.wait().await;
             consumer.await.unwrap();

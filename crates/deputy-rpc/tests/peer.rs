@@ -251,7 +251,7 @@ async fn incoming_cancel_request_drops_the_handler_and_answers_32800() {
 }
 
 #[tokio::test]
-async fn eof_fails_pending_requests_at_once() {
+async fn eof_fails_pending_requests_at_once_but_the_write_side_stays_open() {
     let (a, conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
     let calls: Vec<_> = (0..5).map(|_| tokio::spawn(a.request::<_, Value>("m", ()))).collect();
     for _ in 0..5 {
@@ -266,14 +266,29 @@ async fn eof_fails_pending_requests_at_once() {
             other => panic!("{other:?}"),
         }
     }
+    a.read_closed().await;
+    assert!(a.is_read_closed());
+    assert!(!a.is_write_closed() && !a.is_closed());
+    assert_eq!(a.close_reason().as_deref(), Some("the peer closed the connection (EOF)"));
+    // New requests fail at once (no answer can come)...
+    match a.request::<_, Value>("m", ()).await {
+        Err(e @ RpcError::ConnectionClosed { .. }) => {
+            assert_eq!(e.to_string(), "connection closed: the peer closed the connection (EOF)")
+        }
+        other => panic!("{other:?}"),
+    }
+    // ...and nothing was written for them; notifications still go out.
+    a.notify("after-eof", 1).await.unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(raw.json().await, json!({"jsonrpc": "2.0", "method": "after-eof", "params": 1}));
+    // The write side closes only when asked (or when every handle is gone).
+    raw.nothing_within(50).await;
+    a.close();
+    assert_eq!(raw.line().await, None);
     a.closed().await;
     assert!(a.is_closed());
-    assert!(matches!(conn.wait().await, CloseReason::Eof));
-    // Afterwards, calls fail at once.
-    assert!(matches!(a.request::<_, Value>("m", ()).await, Err(RpcError::ConnectionClosed { .. })));
+    assert!(matches!(conn.wait().await, CloseReason::Eof), "the read side ended first");
     assert!(matches!(a.notify("m", ()).await, Err(RpcError::ConnectionClosed { .. })));
-    // And the peer saw our EOF too.
-    assert_eq!(raw.line().await, None);
 }
 
 #[tokio::test]
@@ -284,7 +299,8 @@ async fn eof_in_the_middle_of_a_line_is_reported_not_parsed() {
         let tx = tx.clone();
         async move { tx.send(v).unwrap() }
     });
-    let (_peer, conn, mut raw) = raw_peer(r, PeerConfig::default());
+    // No handle kept: the write side closes once the reader is done.
+    let (_, conn, mut raw) = raw_peer(r, PeerConfig::default());
     raw.send(b"{\"method\":\"n\",\"params\":1}\n{\"method\":\"n\",\"params\":2}").await;
     raw.eof().await;
     assert!(matches!(conn.wait().await, CloseReason::EofWithPartialLine { bytes: 25 }));
@@ -305,10 +321,12 @@ async fn notifications_received_before_eof_are_all_delivered() {
         }
     });
     let config = PeerConfig { notification_capacity: 4, ..PeerConfig::default() };
-    let (_peer, conn, mut raw) = raw_peer(r, config);
+    let (peer, conn, mut raw) = raw_peer(r, config);
     raw.send(&b"{\"method\":\"n\"}\n".repeat(500)).await;
     raw.eof().await;
+    drop(peer); // the last handle: the write side closes once the reader is done
     assert!(matches!(conn.wait().await, CloseReason::Eof));
+    assert_eq!(raw.line().await, None);
     assert_eq!(count.load(Ordering::SeqCst), 500);
 }
 
@@ -338,11 +356,13 @@ async fn close_cancels_everything_flushes_and_sends_eof() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(a.is_closed());
+    a.read_closed().await;
     // The queued notification is flushed, then EOF; the cancelled handler is not answered.
     assert_eq!(raw.json().await["method"], "last");
     assert_eq!(raw.line().await, None);
     eventually(|| dropped.load(Ordering::SeqCst)).await;
+    a.closed().await;
+    assert!(a.is_closed());
     assert!(matches!(conn.wait().await, CloseReason::Closed));
     assert_eq!(a.close_reason().as_deref(), Some("closed locally"));
 }
@@ -576,27 +596,170 @@ async fn odd_responses_to_our_requests() {
 }
 
 #[tokio::test]
-async fn eof_cancels_incoming_handlers_without_answering() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = dropped.clone();
+async fn eof_lets_incoming_handlers_finish_and_answers_them() {
+    let release = Arc::new(Notify::new());
+    let rel = release.clone();
     let mut r = Router::new();
-    r.request("hang", move |(): (), _ctx| {
-        let guard = DropFlag(flag.clone());
+    r.request("slow", move |(): (), ctx: deputy_rpc::RequestContext| {
+        let rel = rel.clone();
         async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-            Ok(())
+            rel.notified().await;
+            // The handler may still talk to the peer after EOF.
+            ctx.peer.notify("progress", "done").await.map_err(|e| ErrorObject::internal(e.to_string()))?;
+            assert!(!ctx.is_cancelled());
+            Ok("finished")
         }
     });
     let (peer, conn, mut raw) = raw_peer(r, PeerConfig::default());
-    raw.send(b"{\"id\":1,\"method\":\"hang\"}\n").await;
-    while peer.incoming_requests() == 0 {
-        tokio::task::yield_now().await;
-    }
+    raw.send(b"{\"id\":1,\"method\":\"slow\"}\n{\"id\":2,\"method\":\"slow\"}\n").await;
     raw.eof().await;
+    peer.read_closed().await;
+    eventually(|| peer.incoming_requests() == 2).await;
+    drop(peer); // the handlers hold their own handles: the write side stays open for them
+    release.notify_waiters();
+    let mut got = Vec::new();
+    while let Some(line) = raw.line().await {
+        got.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    // Both answered (and their notifications written), then EOF once the last handle went.
+    assert_eq!(got.len(), 4, "{got:?}");
+    for id in [1, 2] {
+        assert!(got.contains(&json!({"jsonrpc": "2.0", "id": id, "result": "finished"})), "{got:?}");
+    }
+    assert_eq!(got.iter().filter(|v| v["method"] == "progress").count(), 2, "{got:?}");
     assert!(matches!(conn.wait().await, CloseReason::Eof));
-    assert_eq!(raw.line().await, None, "a cancelled handler must not be answered after EOF");
-    eventually(|| dropped.load(Ordering::SeqCst) && peer.incoming_requests() == 0).await;
+}
+
+#[tokio::test]
+async fn close_write_half_closes_and_answers_still_arrive() {
+    let (a, conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
+    let call = tokio::spawn(a.request::<_, i64>("m", ()));
+    eventually(|| a.pending_requests() == 1).await;
+    a.notify("last", ()).await.unwrap();
+    a.close_write();
+    // Queued messages are written, then EOF.
+    assert_eq!(raw.json().await["method"], "m");
+    assert_eq!(raw.json().await["method"], "last");
+    assert_eq!(raw.line().await, None);
+    a.write_closed().await;
+    assert!(a.is_write_closed() && !a.is_read_closed());
+    match a.notify("n", ()).await {
+        Err(e @ RpcError::ConnectionClosed { .. }) => {
+            assert_eq!(e.to_string(), "connection closed: the write side was closed locally")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(a.request::<_, i64>("m", ()).await, Err(RpcError::ConnectionClosed { .. })));
+    // The read side goes on: the pending call gets its answer.
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":7}\n").await;
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    a.flush().await.unwrap(); // nothing left to write: the writer ended cleanly
+    raw.eof().await;
+    a.closed().await;
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_write_side() {
+    let (a, conn, mut raw) = raw_peer(Router::new(), PeerConfig::default());
+    let b = a.clone();
+    b.notify("one", ()).await.unwrap();
+    drop(a);
+    raw.json().await;
+    raw.nothing_within(50).await; // `b` still holds it open
+    b.notify("two", ()).await.unwrap();
+    drop(b);
+    assert_eq!(raw.json().await["method"], "two");
+    // The reader still holds a handle (to answer requests) until it ends.
+    raw.nothing_within(50).await;
+    raw.eof().await;
+    assert_eq!(raw.line().await, None);
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+}
+
+#[tokio::test]
+async fn flush_waits_until_everything_queued_is_written() {
+    // A tiny pipe: nothing gets through until the other side reads.
+    let (x, y) = tokio::io::duplex(64);
+    let (xr, xw) = tokio::io::split(x);
+    let (a, _conn) = Peer::serve(xr, xw, Router::new(), PeerConfig::default());
+    for i in 0..20 {
+        a.notify("n", i).await.unwrap();
+    }
+    let flushed = tokio::spawn(a.flush());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!flushed.is_finished(), "flush resolved before the queue was written");
+    let (yr, _yw) = tokio::io::split(y);
+    let mut reader = tokio::io::BufReader::new(yr);
+    let reading = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while lines.len() < 20 && reader.read_line(&mut line).await.unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        lines
+    });
+    flushed.await.unwrap().unwrap();
+    assert_eq!(reading.await.unwrap().len(), 20);
+    // close() flushes too; flush after it resolves once the writer is done.
+    a.notify("x", ()).await.unwrap();
+    a.close();
+    a.flush().await.unwrap();
+    assert!(a.is_write_closed());
+}
+
+#[tokio::test]
+async fn invalid_input_hook_is_called_once_per_invalid_line_or_element() {
+    let seen: Arc<std::sync::Mutex<Vec<deputy_rpc::InvalidInput>>> = Arc::default();
+    let s = seen.clone();
+    let config = PeerConfig { max_line_bytes: 64, ..PeerConfig::default() }
+        .on_invalid(move |invalid| s.lock().unwrap().push(invalid.clone()));
+    let (_peer, _conn, mut raw) = raw_peer(math_router(), config);
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+
+    // Valid traffic (including odd but valid messages) never calls it.
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"add\",\"params\":{\"a\":1,\"b\":2}}\n").await;
+    raw.json().await;
+    raw.send(b"{\"method\":\"unknown\"}\n{\"id\":9,\"result\":1}\n{\"id\":2,\"method\":\"nope\"}\n[{\"method\":\"n\"}]\n").await;
+    assert_eq!(raw.json().await["error"]["code"], codes::METHOD_NOT_FOUND);
+    assert!(take().is_empty());
+
+    let oversized = format!("{{\"id\":1,\"method\":\"echo\",\"params\":\"{}\"}}", "x".repeat(300));
+    let cases: Vec<(&str, Vec<u8>, i64, &str)> = vec![
+        ("parse error", b"this is not json".to_vec(), codes::PARSE_ERROR, "this is not json"),
+        ("invalid UTF-8", b"{\"a\":\"\xff\"}".to_vec(), codes::PARSE_ERROR, "{\"a\":\"\u{fffd}\"}"),
+        ("not JSON-RPC", b"{\"hello\":1}".to_vec(), codes::INVALID_REQUEST, "{\"hello\":1}"),
+        ("not an object", b"42".to_vec(), codes::INVALID_REQUEST, "42"),
+        ("empty batch", b"[]".to_vec(), codes::INVALID_REQUEST, "[]"),
+        ("oversized", oversized.clone().into_bytes(), codes::INVALID_REQUEST, &oversized[..200]),
+    ];
+    for (name, input, code, excerpt) in &cases {
+        let mut bytes = input.clone();
+        bytes.push(b'\n');
+        raw.send(&bytes).await;
+        let answer = raw.json().await;
+        assert_eq!(answer["error"]["code"], *code, "{name}: the answer is unchanged");
+        assert_eq!(answer["id"], Value::Null, "{name}");
+        let got = take();
+        assert_eq!(got.len(), 1, "{name}: {got:?}");
+        assert_eq!(got[0].code, *code, "{name}");
+        assert_eq!(got[0].excerpt, *excerpt, "{name}");
+        assert_eq!(got[0].line_bytes, input.len(), "{name}");
+        assert!(got[0].excerpt.len() <= deputy_rpc::INVALID_EXCERPT_BYTES, "{name}");
+        assert!(!got[0].message.is_empty(), "{name}");
+    }
+    // A batch: once per invalid element, valid elements never.
+    raw.send(b"[1,{\"id\":3,\"method\":\"echo\",\"params\":3},{\"foo\":2}]\n").await;
+    let answer = raw.json().await;
+    assert_eq!(answer.as_array().unwrap().len(), 3);
+    let got = take();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|g| g.code == codes::INVALID_REQUEST));
+    assert_eq!(got[0].message, "Invalid Request: a batch element must be a JSON object");
+    // Display names the code and the excerpt.
+    let shown = got[1].to_string();
+    assert!(shown.contains("-32600") && shown.contains("foo"), "{shown}");
 }
 
 /// Waits (up to a second) until `cond` holds.
@@ -634,12 +797,18 @@ async fn a_write_error_closes_the_connection() {
             std::task::Poll::Ready(Ok(()))
         }
     }
-    let (_keep, read) = tokio::io::duplex(64);
+    let (keep, read) = tokio::io::duplex(64);
     let (a, conn) = Peer::serve(read, Broken, Router::new(), PeerConfig::default());
     match a.request::<_, Value>("m", ()).await {
         Err(RpcError::ConnectionClosed { reason }) => assert!(reason.starts_with("write error"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    a.write_closed().await;
+    assert!(matches!(a.flush().await, Err(RpcError::ConnectionClosed { .. })));
+    assert!(matches!(a.notify("n", ()).await, Err(RpcError::ConnectionClosed { .. })));
+    // The read side is still open; the connection ends with it, and the write error was first.
+    assert!(!a.is_read_closed());
+    drop(keep);
     match conn.wait().await {
         CloseReason::WriteError(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
         other => panic!("{other:?}"),

@@ -85,6 +85,9 @@ async fn ten_thousand_interleaved_requests_each_way() {
     tb.await.unwrap();
     a.close();
     assert!(matches!(conn_a.wait().await, deputy_rpc::CloseReason::Closed));
+    // `b` reads EOF; its write side closes when its last handle goes.
+    b.read_closed().await;
+    drop(b);
     assert!(matches!(conn_b.wait().await, deputy_rpc::CloseReason::Eof));
     assert_eq!(ticks_a.load(Ordering::SeqCst), 1000);
     assert_eq!(ticks_b.load(Ordering::SeqCst), 1000);
