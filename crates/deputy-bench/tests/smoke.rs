@@ -51,7 +51,8 @@ fn every_scenario_runs_and_reports_json_figures() {
         ("soak", "open descriptors growth"),
     ] {
         let f = figures.iter().find(|f| f["scenario"] == scenario && f["metric"] == metric).unwrap();
-        assert_eq!(f["value"].as_f64(), Some(0.0), "{f}");
+        // Zero, or for descriptors fewer after than before (one still closing at the start).
+        assert!(f["value"].as_f64().is_some_and(|v| v <= 0.0), "{f}");
     }
 }
 
