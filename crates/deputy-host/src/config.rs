@@ -21,9 +21,11 @@ pub struct ConversationConfig {
     pub session: SessionStartParams,
     /// Who the host is, sent in `initialize`.
     pub client_info: PeerInfo,
-    /// Capacity of the bounded channel events are delivered through (default
-    /// 512, at least 1). When it is full, the agent is slowed down (backpressure
-    /// through the pipe), except while the conversation is ending.
+    /// How many events may wait for the caller (default 512, at least 1). They
+    /// are handed over in batches of up to 256 (one batch per read from the
+    /// agent), so at most about this many events wait in the channel, plus
+    /// the batch being decoded. When it is full, the agent is slowed down
+    /// (backpressure through the pipe), except while the conversation is ending.
     pub event_capacity: usize,
     /// Which events reach the caller.
     pub event_filter: EventFilter,

@@ -42,6 +42,9 @@ const SESSION_CONFIGURED_WAIT: Duration = Duration::from_millis(250);
 /// Ladder: how long the `abort` answers of pending approvals may take to be queued.
 const APPROVAL_ABORT_GRACE: Duration = Duration::from_millis(20);
 
+/// The most events handed to the caller's channel in one batch.
+const MAX_EVENT_BATCH: usize = 256;
+
 static SHUTDOWN_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// How a conversation's agent process ended.
@@ -237,12 +240,22 @@ impl Shared {
 /// Owned by the router only, so the caller's channel closes when the
 /// connection's tasks end.
 struct EventSink {
-    tx: mpsc::Sender<Event>,
+    /// Batches of events, so the consumer is woken once per batch.
+    tx: mpsc::Sender<Vec<Event>>,
+    /// The most events one batch holds (the channel holds
+    /// `ceil(event_capacity / batch_max)` batches, so at most about
+    /// `event_capacity` events wait in it).
+    batch_max: usize,
     filter: EventFilter,
     shared: Arc<Shared>,
     one_shot: bool,
     /// One-shot: the turn ended, nothing more is forwarded.
     done: AtomicBool,
+    /// Events of the current rpc batch (one read from the agent), handed to
+    /// the caller's channel together at the batch's end: a consumer faster
+    /// than the decoder is then woken once per batch, not once per event
+    /// (on a multi-thread runtime each wake-up is a futex round trip).
+    pending: std::sync::Mutex<Vec<Event>>,
 }
 
 impl Drop for EventSink {
@@ -270,25 +283,41 @@ impl EventSink {
         }
         let ends_one_shot = self.one_shot && event.msg.ends_turn();
         if self.filter.passes(&event.msg) {
-            match self.tx.try_send(event) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(event)) => {
-                    // Wait for room (backpressure), but never past the start of
-                    // an ending: a consumer that stopped reading must not wedge us.
-                    let drain = &self.shared.drain;
-                    if !drain.is_cancelled() {
-                        tokio::select! {
-                            biased;
-                            _ = self.tx.send(event) => {}
-                            () = drain.cancelled() => {}
-                        }
-                    }
-                }
+            let buffered = {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                pending.push(event);
+                pending.len()
+            };
+            if ends_one_shot || buffered >= self.batch_max {
+                self.flush().await;
             }
         }
         if ends_one_shot {
             self.done.store(true, Ordering::Relaxed);
             self.shared.shutdown_req.cancel();
+        }
+    }
+
+    /// Hands the buffered events to the caller's channel, in order, as one batch.
+    async fn flush(&self) {
+        let events = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if events.is_empty() {
+            return;
+        }
+        match self.tx.try_send(events) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(events)) => {
+                // Wait for room (backpressure), but never past the start of
+                // an ending: a consumer that stopped reading must not wedge us.
+                let drain = &self.shared.drain;
+                if !drain.is_cancelled() {
+                    tokio::select! {
+                        biased;
+                        _ = self.tx.send(events) => {}
+                        () = drain.cancelled() => {}
+                    }
+                }
+            }
         }
     }
 }
@@ -374,9 +403,14 @@ impl ApprovalHub {
 
 fn build_router(sink: Arc<EventSink>, hub: Arc<ApprovalHub>) -> Router {
     let mut router = Router::new();
+    let batch_sink = Arc::clone(&sink);
     router.notification(methods::EVENT, move |event: Event| {
         let sink = Arc::clone(&sink);
         async move { sink.deliver(event).await }
+    });
+    router.notification_batch_end(move || {
+        let sink = Arc::clone(&batch_sink);
+        async move { sink.flush().await }
     });
     let exec_hub = Arc::clone(&hub);
     router.request(methods::APPROVAL_EXEC, move |params: ExecApprovalParams, _cx: RequestContext| {
@@ -677,7 +711,9 @@ impl Submitter {
 /// [`shutdown`](Self::shutdown), the agent exiting or misbehaving, or drop
 /// (which SIGKILLs the agent's tree synchronously).
 pub struct Conversation {
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Vec<Event>>,
+    /// The rest of the batch last received, in order.
+    ready: std::collections::VecDeque<Event>,
     submitter: Submitter,
     init: InitializeResult,
     session: SessionStartResult,
@@ -729,13 +765,17 @@ impl Conversation {
         let shared = Arc::new(Shared::new(&cancel, config.shutdown_deadline));
         let tail = Arc::new(StderrTail::default());
         let stderr_task = stderr::spawn_drain(agent.stderr, Arc::clone(&tail), pid);
-        let (tx, events) = mpsc::channel(config.event_capacity.max(1));
+        let capacity = config.event_capacity.max(1);
+        let batch_max = capacity.min(MAX_EVENT_BATCH);
+        let (tx, events) = mpsc::channel(capacity.div_ceil(batch_max));
         let sink = Arc::new(EventSink {
             tx,
+            batch_max,
             filter: config.event_filter.clone(),
             shared: Arc::clone(&shared),
             one_shot,
             done: AtomicBool::new(false),
+            pending: std::sync::Mutex::new(Vec::new()),
         });
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
         // Any invalid input on the agent's stdout is a protocol violation.
@@ -791,6 +831,7 @@ impl Conversation {
                 debug!(pid, session_id = %session.session_id, agent = %init.agent_info.name, "conversation established");
                 Ok(Conversation {
                     events,
+                    ready: std::collections::VecDeque::new(),
                     submitter: Submitter { peer, shared },
                     init,
                     session,
@@ -852,12 +893,19 @@ impl Conversation {
 
     /// The next event, or `None` once the agent is gone and all events were read.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        if let Some(event) = self.ready.pop_front() {
+            return Some(event);
+        }
+        self.ready.extend(self.events.recv().await?);
+        self.ready.pop_front()
     }
 
     /// An event if one is ready.
     pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        if self.ready.is_empty() {
+            self.ready.extend(self.events.try_recv().ok()?);
+        }
+        self.ready.pop_front()
     }
 
     /// Runs the cancel ladder (see the crate docs) and returns how the agent

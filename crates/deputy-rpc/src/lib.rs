@@ -91,7 +91,10 @@
 //! dispatcher task fed by a queue bounded by [`PeerConfig::notification_capacity`]:
 //! a slow consumer holds the reader back (end-to-end backpressure). Params of
 //! notifications are decoded on the dispatcher, not on the reader. The reader never
-//! waits for a request handler or for the writer.
+//! waits for a request handler or for the writer. The reader hands the
+//! notifications of each read to the dispatcher as one batch;
+//! [`Router::notification_batch_end`] runs after each batch, so a handler that
+//! buffers can pass its work on in bulk (one cross-thread wake-up per batch).
 //!
 //! **Outgoing.** [`Peer::request`] and [`Peer::notify`] serialize their params at
 //! the call, then wait for room in the writer's queue, bounded by

@@ -28,7 +28,7 @@ use crate::message::{
     Incoming, Message, Payload, classify, encode_batch, encode_error, encode_notification, encode_request,
     encode_result,
 };
-use crate::router::{BoxFuture, NotificationFn, RequestContext, Router};
+use crate::router::{BatchEndFn, BoxFuture, NotificationFn, RequestContext, Router};
 
 /// Default for [`PeerConfig::max_line_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -599,6 +599,7 @@ impl Peer {
             notification_index.insert(method, notification_handlers.len());
             notification_handlers.push((method, handler));
         }
+        let batch_end = router.batch_end.take();
         let state = ReaderState {
             inner: Arc::clone(&inner),
             peer: peer.clone(),
@@ -611,8 +612,13 @@ impl Peer {
         };
         let reader = tokio::spawn(state.run(reader));
         let writer = tokio::spawn(write_loop(writer, out_rx, Arc::clone(&inner)));
-        let dispatcher =
-            tokio::spawn(dispatch_loop(notif_rx, notification_handlers, permits, Arc::clone(&inner)));
+        let dispatcher = tokio::spawn(dispatch_loop(
+            notif_rx,
+            notification_handlers,
+            batch_end,
+            permits,
+            Arc::clone(&inner),
+        ));
         (peer, Connection { reader, writer, dispatcher, inner })
     }
 
@@ -1321,6 +1327,7 @@ impl Drop for DispatcherGuard {
 async fn dispatch_loop(
     mut rx: mpsc::UnboundedReceiver<NotificationBatch>,
     handlers: Vec<(&'static str, Box<NotificationFn>)>,
+    batch_end: Option<Box<BatchEndFn>>,
     permits: Arc<Semaphore>,
     inner: Arc<Inner>,
 ) {
@@ -1361,5 +1368,14 @@ async fn dispatch_loop(
             }
         }
         permits.add_permits(done);
+        if let Some(batch_end) = &batch_end {
+            tokio::select! {
+                biased;
+                r = AssertUnwindSafe(batch_end()).catch_unwind() => if r.is_err() {
+                    error!("the notification batch-end hook panicked");
+                },
+                () = inner.local_close.cancelled() => return,
+            }
+        }
     }
 }

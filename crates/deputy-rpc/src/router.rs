@@ -24,6 +24,8 @@ pub(crate) type RequestFn =
 /// Decodes params (raw JSON text) and starts the handler.
 pub(crate) type NotificationFn =
     dyn Fn(Option<&str>) -> Result<BoxFuture<()>, serde_json::Error> + Send + Sync;
+/// Called by the dispatcher after each batch of notifications.
+pub(crate) type BatchEndFn = dyn Fn() -> BoxFuture<()> + Send + Sync;
 /// Starts the fallback handler for an unknown method.
 pub(crate) type FallbackFn =
     dyn Fn(&str, Option<&RawValue>, RequestContext) -> BoxFuture<Vec<u8>> + Send + Sync;
@@ -97,6 +99,7 @@ pub struct Router {
     pub(crate) requests: HashMap<&'static str, Box<RequestFn>>,
     pub(crate) notifications: HashMap<&'static str, Box<NotificationFn>>,
     pub(crate) fallback: Option<Box<FallbackFn>>,
+    pub(crate) batch_end: Option<Box<BatchEndFn>>,
 }
 
 impl fmt::Debug for Router {
@@ -109,6 +112,7 @@ impl fmt::Debug for Router {
             .field("requests", &requests)
             .field("notifications", &notifications)
             .field("fallback", &self.fallback.is_some())
+            .field("batch_end", &self.batch_end.is_some())
             .finish()
     }
 }
@@ -175,6 +179,21 @@ impl Router {
             Ok(Box::pin(f(params)) as BoxFuture<()>)
         };
         self.notifications.insert(method, Box::new(handler));
+        self
+    }
+
+    /// Runs `f` on the dispatcher each time it has handled the notifications of
+    /// one batch (those found in one read from the peer), before it waits for
+    /// more. A notification handler that buffers its work (say, events for a
+    /// consumer on another thread) can hand it over here in bulk: one wake-up
+    /// per batch instead of one per notification. Awaited like a handler, so it
+    /// may apply backpressure.
+    pub fn notification_batch_end<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.batch_end = Some(Box::new(move || Box::pin(f()) as BoxFuture<()>));
         self
     }
 

@@ -814,3 +814,36 @@ async fn a_write_error_closes_the_connection() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The batch-end hook runs after the notifications of one read, in order, and
+/// again after the next read's.
+#[tokio::test]
+async fn batch_end_runs_after_each_batch_of_notifications() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut router = Router::new();
+    let seen = Arc::clone(&log);
+    router.notification("note", move |n: i64| {
+        let seen = Arc::clone(&seen);
+        async move { seen.lock().unwrap().push(n.to_string()) }
+    });
+    let ends = Arc::clone(&log);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    router.notification_batch_end(move || {
+        let ends = Arc::clone(&ends);
+        let tx = tx.clone();
+        async move {
+            ends.lock().unwrap().push("end".into());
+            let _ = tx.send(());
+        }
+    });
+    let (_peer, _conn, mut raw) = raw_peer(router, PeerConfig::default());
+    raw.send(
+        b"{\"method\":\"note\",\"params\":1}\n{\"method\":\"note\",\"params\":2}\n{\"method\":\"note\",\"params\":3}\n",
+    )
+    .await;
+    rx.recv().await.unwrap();
+    assert_eq!(*log.lock().unwrap(), ["1", "2", "3", "end"]);
+    raw.send(b"{\"method\":\"note\",\"params\":4}\n").await;
+    rx.recv().await.unwrap();
+    assert_eq!(*log.lock().unwrap(), ["1", "2", "3", "end", "4", "end"]);
+}
