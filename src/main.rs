@@ -54,16 +54,36 @@ enum Command {
             deputy agent                                   # serve on stdio, rollouts in ~/.deputy\n  \
             deputy agent --home /tmp/deputy --log-format json 2>agent.log\n  \
             RUST_LOG=debug deputy agent 2>agent.log        # verbose logs, stdout stays clean\n  \
-            deputy agent --model script --scenario turns.jsonl   # play a scenario (PROTOCOL.md, appendix A)"
+            deputy agent --model script --scenario turns.jsonl   # play a scenario (PROTOCOL.md, appendix A)\n  \
+            deputy agent --model openai:llama3.2 --base-url http://localhost:11434/v1   # a local Ollama"
     )]
     Agent {
         /// Deputy home; rollouts go to DIR/sessions/YYYY/MM/DD/. Default: ~/.deputy.
         #[arg(long, env = "DEPUTY_HOME", value_name = "DIR")]
         home: Option<PathBuf>,
-        /// The brain used when session/start names none.
-        #[arg(long, value_name = "NAME", default_value = "shell",
-              value_parser = clap::builder::PossibleValuesParser::new(deputy_agent::MODELS))]
+        /// The brain used when session/start names none: `shell`, `script`, or
+        /// `openai:MODEL` (an OpenAI-compatible Chat Completions endpoint, see --base-url).
+        #[arg(long, value_name = "NAME", default_value = "shell", value_parser = parse_model)]
         model: String,
+        /// Base URL of the OpenAI-compatible endpoint, used when session/start names none
+        /// (default https://api.openai.com/v1; Ollama: http://localhost:11434/v1).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Environment variable holding the endpoint's API key, used when session/start
+        /// names none (default OPENAI_API_KEY; unset or empty: no key is sent).
+        #[arg(long, value_name = "NAME")]
+        api_key_env: Option<String>,
+        /// The most model calls one turn may make; the turn then ends with an error event.
+        #[arg(long, value_name = "N", default_value_t = deputy_agent::DEFAULT_MAX_MODEL_CALLS,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_model_calls: u32,
+        /// The longest silence of the model server (before its answer, or between two
+        /// chunks of its stream) before the call fails, e.g. `60s`, `500ms`.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        model_idle_timeout: std::time::Duration,
+        /// The delay before the first retry of a failed model call (doubled at each retry).
+        #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+        model_retry_backoff: std::time::Duration,
         /// Scenario file for the `script` brain, used when session/start names none.
         #[arg(long, value_name = "FILE")]
         scenario: Option<PathBuf>,
@@ -100,7 +120,32 @@ fn main() -> ExitCode {
         Command::Chat(args) => host(|| cli::chat::run(args)),
         Command::Sessions(args) => code(cli::sessions::run(args)),
         Command::Schema { out, check } => schema(&out, check),
-        Command::Agent { home, model, scenario, log_format } => agent(home, model, scenario, log_format),
+        Command::Agent {
+            home,
+            model,
+            scenario,
+            log_format,
+            base_url,
+            api_key_env,
+            max_model_calls,
+            model_idle_timeout,
+            model_retry_backoff,
+        } => {
+            let mut openai =
+                deputy_agent::model::openai::OpenAiSettings { base_url, api_key_env, ..Default::default() };
+            openai.idle_timeout = model_idle_timeout;
+            openai.backoff = model_retry_backoff;
+            agent(home, model, scenario, log_format, openai, max_model_calls)
+        }
+    }
+}
+
+/// `--model`: `shell`, `script` or `openai:MODEL`.
+fn parse_model(name: &str) -> Result<String, String> {
+    if deputy_agent::is_model_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("expected `shell`, `script` or `openai:MODEL` (e.g. openai:gpt-4o-mini), got `{name}`"))
     }
 }
 
@@ -129,6 +174,8 @@ fn agent(
     model: String,
     scenario: Option<PathBuf>,
     log_format: LogFormatArg,
+    openai: deputy_agent::model::openai::OpenAiSettings,
+    max_model_calls: u32,
 ) -> ExitCode {
     deputy_agent::init_logging(match log_format {
         LogFormatArg::Text => deputy_agent::LogFormat::Text,
@@ -145,6 +192,8 @@ fn agent(
     let mut config = deputy_agent::AgentConfig::new(home);
     config.default_model = model;
     config.default_scenario = scenario.map(|s| std::path::absolute(&s).unwrap_or(s));
+    config.openai = openai;
+    config.max_model_calls = max_model_calls;
     let code = deputy_agent::run_stdio(config);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -36,10 +36,22 @@ pub struct AgentArgs {
     #[arg(long, value_name = "COMMAND")]
     pub agent: Option<String>,
 
-    /// The model (brain): `shell` (default: `$ ` lines run, patches apply) or
-    /// `script` (plays --scenario); passed to the agent at session start.
+    /// The model (brain): `shell` (default: `$ ` lines run, patches apply),
+    /// `script` (plays --scenario), or `openai:MODEL` (an OpenAI-compatible
+    /// Chat Completions endpoint, see --base-url); passed to the agent at
+    /// session start.
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
+
+    /// Base URL of the OpenAI-compatible endpoint for `openai:MODEL`
+    /// (default https://api.openai.com/v1; Ollama: http://localhost:11434/v1).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Environment variable holding the endpoint's API key (default
+    /// OPENAI_API_KEY; none is needed for local servers).
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
 
     /// A scenario file for the `script` model (implies --model script).
     #[arg(long, value_name = "FILE")]
@@ -109,9 +121,14 @@ pub fn agent_and_session(
     let mut params = SessionStartParams::new(cwd);
     params.source = source;
     params.model = match (&agent.model, &agent.scenario) {
+        (None, None) if agent.base_url.is_some() || agent.api_key_env.is_some() => {
+            return Err("--base-url and --api-key-env need --model openai:MODEL".into());
+        }
         (None, None) => None,
         (model, scenario) => Some(ModelSelection {
             scenario: scenario.as_ref().map(|s| std::path::absolute(s).unwrap_or_else(|_| s.clone())),
+            base_url: agent.base_url.clone(),
+            api_key_env: agent.api_key_env.clone(),
             ..ModelSelection::named(model.clone().unwrap_or_else(|| "script".into()))
         }),
     };

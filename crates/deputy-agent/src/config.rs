@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use deputy_rpc::PeerConfig;
 
+use crate::model::openai::OpenAiSettings;
+
 /// How `deputy agent` is set up (the CLI's flags).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -17,7 +19,17 @@ pub struct AgentConfig {
     pub default_scenario: Option<PathBuf>,
     /// Transport settings.
     pub peer: PeerConfig,
+    /// Defaults of the `openai:MODEL` brain (`base_url` and `api_key_env`
+    /// are used when `session/start` names none).
+    pub openai: OpenAiSettings,
+    /// The most model calls one turn may make (default
+    /// [`DEFAULT_MAX_MODEL_CALLS`]); the call that would exceed it is not
+    /// made: an `error` event, then `task_complete`.
+    pub max_model_calls: u32,
 }
+
+/// The default cap on model calls per turn.
+pub const DEFAULT_MAX_MODEL_CALLS: u32 = 32;
 
 impl AgentConfig {
     /// Defaults with this home: the `shell` brain, no scenario.
@@ -27,6 +39,8 @@ impl AgentConfig {
             default_model: "shell".to_owned(),
             default_scenario: None,
             peer: PeerConfig::default(),
+            openai: OpenAiSettings::default(),
+            max_model_calls: DEFAULT_MAX_MODEL_CALLS,
         }
     }
 }

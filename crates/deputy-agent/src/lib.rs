@@ -55,8 +55,10 @@
 //!   50 ms budget.
 //! - **Brains** ([`model`]): the [`model::Model`] trait is a streaming
 //!   chat-completions call with tool calls; [`model::shell::ShellBrain`]
-//!   (default, deterministic) and [`model::script::ScriptBrain`] (scenario
-//!   files, PROTOCOL.md appendix A) are built in.
+//!   (default, deterministic), [`model::script::ScriptBrain`] (scenario
+//!   files, PROTOCOL.md appendix A) and [`model::openai::OpenAiModel`]
+//!   (`openai:MODEL`, any OpenAI-compatible Chat Completions endpoint with
+//!   streaming and tool calls) are built in.
 //! - **Tools**: [`exec`] (argv, own process group, `PR_SET_PDEATHSIG`,
 //!   stdin null, timeout, secret env scrubbed, head+tail capped output) and
 //!   [`patch`] (Codex's patch format, computed before approval, applied all
@@ -105,8 +107,19 @@ mod session;
 mod turn;
 pub mod util;
 
-pub use config::{AgentConfig, LogFormat, default_home, init_logging, prepare_home};
+pub use config::{AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, default_home, init_logging, prepare_home};
 pub use server::{run_stdio, serve};
 
-/// The brains this agent has, by name.
-pub const MODELS: &[&str] = &["shell", "script"];
+/// The brains this agent has, by name, as advertised in `initialize`.
+/// `openai:*` stands for `openai:MODEL`, any model of an OpenAI-compatible
+/// Chat Completions endpoint (e.g. `openai:gpt-4o-mini`, `openai:llama3.2`).
+pub const MODELS: &[&str] = &["shell", "script", "openai:*"];
+
+/// Whether `name` names a brain of this agent (`shell`, `script`, or
+/// `openai:MODEL` with a non-empty MODEL).
+pub fn is_model_name(name: &str) -> bool {
+    match name.strip_prefix(model::openai::PREFIX) {
+        Some(model) => !model.trim().is_empty() && model != "*",
+        None => name == "shell" || name == "script",
+    }
+}

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::approval::Approvals;
 use crate::config::AgentConfig;
+use crate::model::openai::{OpenAiModel, OpenAiSettings, PREFIX as OPENAI_PREFIX};
 use crate::model::script::{Scenario, ScriptBrain};
 use crate::model::shell::ShellBrain;
 use crate::model::{Model, Prompt};
@@ -62,6 +63,8 @@ pub(crate) struct Session {
     pub model: Box<dyn Model>,
     pub exec_timeout: Duration,
     pub keep_secret_env: bool,
+    /// The most model calls one turn may make.
+    pub max_model_calls: u32,
     pub approvals: Mutex<Approvals>,
     pub roots: Mutex<WritableRoots>,
     pub peer: Peer,
@@ -150,6 +153,21 @@ fn make_model(params: &SessionStartParams, config: &AgentConfig) -> Result<Box<d
             let s = Scenario::load(&scenario)
                 .map_err(|e| err(codes::MODEL_UNAVAILABLE, format!("bad scenario: {e}")))?;
             Ok(Box::new(ScriptBrain::new(s)))
+        }
+        other if other.starts_with(OPENAI_PREFIX) => {
+            let selection = params.model.as_ref();
+            let settings = OpenAiSettings {
+                base_url: selection
+                    .and_then(|m| m.base_url.clone())
+                    .or_else(|| config.openai.base_url.clone()),
+                api_key_env: selection
+                    .and_then(|m| m.api_key_env.clone())
+                    .or_else(|| config.openai.api_key_env.clone()),
+                ..config.openai.clone()
+            };
+            let model = OpenAiModel::new(other, params.cwd.clone(), settings)
+                .map_err(|e| err(codes::MODEL_UNAVAILABLE, e))?;
+            Ok(Box::new(model))
         }
         other => Err(err(
             codes::MODEL_UNAVAILABLE,
@@ -271,6 +289,7 @@ pub(crate) fn start(
             .map(Duration::from_millis)
             .unwrap_or(crate::exec::DEFAULT_TIMEOUT),
         keep_secret_env: params.exec.keep_secret_env,
+        max_model_calls: config.max_model_calls.max(1),
         approvals: Mutex::new(Approvals::new(params.approval_policy)),
         roots: Mutex::new(roots),
         peer,

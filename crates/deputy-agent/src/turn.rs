@@ -148,7 +148,19 @@ impl Turn {
             model_context_window: s.model.context_window(),
         })
         .await;
+        let mut model_calls: u32 = 0;
         loop {
+            if model_calls >= s.max_model_calls {
+                self.emit(EventMsg::Error {
+                    message: format!(
+                        "the turn reached its cap of {} model calls (--max-model-calls) and was ended",
+                        s.max_model_calls
+                    ),
+                })
+                .await;
+                return self.completed();
+            }
+            model_calls += 1;
             let prompt = s.prompt(&self.id, self.index);
             let mut calls: Vec<ToolCall> = Vec::new();
             let mut retries = 0;
@@ -191,14 +203,26 @@ impl Turn {
                         Ok(ModelEvent::Fault(fault)) => self.fault(fault).await,
                         Err(e) if e.retryable && retries < MAX_RETRIES && calls.is_empty() => {
                             retries += 1;
+                            let delay = e.retry_after.unwrap_or_else(|| s.model.retry_delay(retries));
                             self.emit(EventMsg::StreamError {
-                                message: format!("{} (retry {retries}/{MAX_RETRIES})", e.message),
+                                message: format!(
+                                    "{} (retry {retries}/{MAX_RETRIES} in {} ms)",
+                                    e.message,
+                                    delay.as_millis()
+                                ),
                             })
                             .await;
+                            drop(stream);
+                            tokio::time::sleep(delay).await;
                             continue 'call;
                         }
                         Err(e) => {
-                            self.emit(EventMsg::Error { message: e.message }).await;
+                            let message = if e.retryable && retries > 0 {
+                                format!("{} (gave up after {retries} retries)", e.message)
+                            } else {
+                                e.message
+                            };
+                            self.emit(EventMsg::Error { message }).await;
                             return self.completed();
                         }
                     }

@@ -52,7 +52,7 @@ async fn a_host_peer_drives_a_turn_with_an_approval() {
         )
         .await
         .unwrap();
-    assert_eq!(init.capabilities.models, ["shell", "script"]);
+    assert_eq!(init.capabilities.models, ["shell", "script", "openai:*"]);
     let started: SessionStartResult =
         host.request(methods::SESSION_START, SessionStartParams::new(&cwd_path)).await.unwrap();
     let configured = events.recv().await.unwrap();

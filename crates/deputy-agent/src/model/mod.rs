@@ -16,13 +16,17 @@
 //! to [`ModelEvent::Usage`], and transport failures to a [`ModelError`]
 //! (`retryable` ones are retried by the engine with a `stream_error` event).
 //!
-//! Built in: [`shell::ShellBrain`] (deterministic, the default) and
-//! [`script::ScriptBrain`] (plays a scenario file, for tests and benchmarks).
+//! Built in: [`shell::ShellBrain`] (deterministic, the default),
+//! [`script::ScriptBrain`] (plays a scenario file, for tests and benchmarks)
+//! and [`openai::OpenAiModel`] (`openai:MODEL`: any OpenAI-compatible Chat
+//! Completions endpoint, that very mapping).
 
+pub mod openai;
 pub mod script;
 pub mod shell;
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use deputy_protocol::{RolloutItem, TokenUsage};
 use futures::Stream;
@@ -185,6 +189,9 @@ pub struct ModelError {
     pub message: String,
     /// Worth retrying (the engine retries up to [`MAX_RETRIES`] times).
     pub retryable: bool,
+    /// How long to wait before retrying (e.g. a `Retry-After`); `None`:
+    /// [`Model::retry_delay`].
+    pub retry_after: Option<Duration>,
 }
 
 /// How many times the engine retries a retryable model error per call.
@@ -192,7 +199,11 @@ pub const MAX_RETRIES: u32 = 3;
 
 impl ModelError {
     pub fn fatal(message: impl Into<String>) -> Self {
-        ModelError { message: message.into(), retryable: false }
+        ModelError { message: message.into(), retryable: false, retry_after: None }
+    }
+
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ModelError { message: message.into(), retryable: true, retry_after: None }
     }
 }
 
@@ -208,6 +219,13 @@ pub trait Model: Send + Sync {
     /// token counts).
     fn context_window(&self) -> Option<u64> {
         None
+    }
+
+    /// How long to wait before retry number `attempt` (from 1) of a call
+    /// that failed with a retryable error without a `retry_after`.
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let _ = attempt;
+        Duration::ZERO
     }
 
     /// Starts one call. Dropping the stream cancels it.
