@@ -25,7 +25,7 @@ export type InitializeParams = {
 /**
  * The protocol version the host speaks; [`crate::PROTOCOL_VERSION`].
  */
-protocol_version: number, client_info: PeerInfo, capabilities: ClientCapabilities, 
+protocol_version: number, client_info: PeerInfo, capabilities?: ClientCapabilities, 
 /**
  * Extension point: anything, ignored by peers that do not know it.
  */
@@ -85,14 +85,14 @@ timeout_ms?: number,
  * Keep environment variables whose names contain KEY, SECRET, TOKEN or
  * PASSWORD (they are removed by default).
  */
-keep_secret_env: boolean, };
+keep_secret_env?: boolean, };
 
 export type SessionStartParams = { 
 /**
  * The session's working directory: commands run here and patches are
  * relative to it. Must be absolute.
  */
-cwd: string, source: SessionSource, initial_history: InitialHistory, approval_policy: ApprovalPolicy, 
+cwd: string, source?: SessionSource, initial_history?: InitialHistory, approval_policy?: ApprovalPolicy, 
 /**
  * The brain; the agent's default (`shell` for `deputy agent`) if absent.
  */
@@ -100,7 +100,7 @@ model?: ModelSelection,
 /**
  * Directories, besides `cwd`, that patches may write to.
  */
-writable_roots?: Array<string>, exec: ExecSettings, _meta?: JsonValue, };
+writable_roots?: Array<string>, exec?: ExecSettings, _meta?: JsonValue, };
 
 export type SessionStartResult = { session_id: string, 
 /**

@@ -1,4 +1,7 @@
 //! `initialize` and `session/start`.
+//!
+//! Params fields with a serde default are also optional in the generated
+//! TypeScript (`#[ts(optional, as = "Option<…>")]`), so a client may omit them.
 
 use std::path::PathBuf;
 
@@ -37,6 +40,7 @@ pub struct InitializeParams {
     pub protocol_version: u32,
     pub client_info: PeerInfo,
     #[serde(default)]
+    #[ts(optional, as = "Option<ClientCapabilities>")]
     pub capabilities: ClientCapabilities,
     /// Extension point: anything, ignored by peers that do not know it.
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +158,7 @@ pub struct ExecSettings {
     /// Keep environment variables whose names contain KEY, SECRET, TOKEN or
     /// PASSWORD (they are removed by default).
     #[serde(default)]
+    #[ts(optional, as = "Option<bool>")]
     pub keep_secret_env: bool,
 }
 
@@ -164,10 +169,13 @@ pub struct SessionStartParams {
     /// relative to it. Must be absolute.
     pub cwd: PathBuf,
     #[serde(default)]
+    #[ts(optional, as = "Option<SessionSource>")]
     pub source: SessionSource,
     #[serde(default)]
+    #[ts(optional, as = "Option<InitialHistory>")]
     pub initial_history: InitialHistory,
     #[serde(default)]
+    #[ts(optional, as = "Option<ApprovalPolicy>")]
     pub approval_policy: ApprovalPolicy,
     /// The brain; the agent's default (`shell` for `deputy agent`) if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +186,7 @@ pub struct SessionStartParams {
     #[ts(optional, as = "Option<Vec<PathBuf>>")]
     pub writable_roots: Vec<PathBuf>,
     #[serde(default)]
+    #[ts(optional, as = "Option<ExecSettings>")]
     pub exec: ExecSettings,
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
     #[ts(rename = "_meta", optional)]
