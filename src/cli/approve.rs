@@ -124,8 +124,7 @@ impl CliApprover {
 }
 
 fn describe_exec(p: &ExecApprovalParams) -> String {
-    let command =
-        shlex::try_join(p.command.iter().map(String::as_str)).unwrap_or_else(|_| p.command.join(" "));
+    let command = super::render::command_line(&p.command);
     format!("`{command}` in {}", p.cwd.display())
 }
 

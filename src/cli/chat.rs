@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use deputy_host::{CancellationToken, Conversation, ConversationConfig, EventFilter, HostError};
 use deputy_protocol::{Op, SessionSource};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::approve::{ApproveMode, CliApprover};
 use super::render::Renderer;
@@ -128,24 +128,6 @@ pub async fn run(args: ChatArgs) -> i32 {
     ));
 
     let lines = Lines::start();
-    let (spinner_on, mut spinner_rx) = mpsc::channel::<bool>(1);
-    let spinner_renderer = Arc::clone(&renderer);
-    let spinner = tokio::spawn(async move {
-        // Spin only while a turn runs.
-        let mut handle: Option<tokio::task::JoinHandle<()>> = None;
-        while let Some(on) = spinner_rx.recv().await {
-            if let Some(h) = handle.take() {
-                h.abort();
-            }
-            if on {
-                handle = Some(super::spawn_spinner(Arc::clone(&spinner_renderer)));
-            }
-        }
-        if let Some(h) = handle.take() {
-            h.abort();
-        }
-    });
-
     let mut turns = 0u32;
     let mut failure: Option<HostError> = None;
     'session: while let Some(line) = lines.next().await {
@@ -163,7 +145,8 @@ pub async fn run(args: ChatArgs) -> i32 {
             }
             continue;
         }
-        let _ = spinner_on.send(true).await;
+        // Spin only while a turn runs (the guard stops it, however the turn ends).
+        let _spinner = super::Spinner::start(Arc::clone(&renderer));
         let mut interrupted_at = seen;
         loop {
             tokio::select! {
@@ -188,11 +171,8 @@ pub async fn run(args: ChatArgs) -> i32 {
                 }
             }
         }
-        let _ = spinner_on.send(false).await;
         renderer.finish();
     }
-    drop(spinner_on);
-    let _ = spinner.await;
     renderer.finish();
 
     if let Some(e) = failure {

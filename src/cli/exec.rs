@@ -112,7 +112,7 @@ pub async fn run(args: ExecArgs) -> i32 {
         }
     };
     tokio::pin!(deadline);
-    let spinner = super::spawn_spinner(Arc::clone(&renderer));
+    let spinner = super::Spinner::start(Arc::clone(&renderer));
 
     // Spawn and handshake, cancellable by Ctrl-C and the timeout too.
     let input = vec![InputItem::Text { text: prompt }];
@@ -126,12 +126,12 @@ pub async fn run(args: ExecArgs) -> i32 {
     let mut one_shot = match started {
         Ok(one_shot) => one_shot,
         Err(HostError::Cancelled) => {
-            spinner.abort();
+            drop(spinner);
             renderer.finish();
             return stop_code(&stop).unwrap_or(exit::ERROR);
         }
         Err(e) => {
-            spinner.abort();
+            drop(spinner);
             renderer.error(&e.to_string());
             return exit::ERROR;
         }
@@ -168,7 +168,7 @@ pub async fn run(args: ExecArgs) -> i32 {
             }
         }
     };
-    spinner.abort();
+    drop(spinner);
     renderer.finish();
     if let Some(code) = stop_code(&stop) {
         return code;

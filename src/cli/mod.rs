@@ -182,13 +182,23 @@ impl Interrupts {
     }
 }
 
-/// Redraws the spinner until aborted.
-pub fn spawn_spinner(renderer: Arc<Renderer>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            renderer.tick();
-        }
-    })
+/// Redraws the spinner until dropped.
+pub struct Spinner(tokio::task::JoinHandle<()>);
+
+impl Spinner {
+    pub fn start(renderer: Arc<Renderer>) -> Spinner {
+        Spinner(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                renderer.tick();
+            }
+        }))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

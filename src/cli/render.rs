@@ -237,8 +237,7 @@ impl Renderer {
                 self.newline(&mut state);
             }
             EventMsg::ExecCommandBegin { command, cwd, .. } => {
-                let command =
-                    shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
+                let command = command_line(command);
                 self.newline(&mut state);
                 let line =
                     format!("{} {}\n", self.paint(true, CYAN.bold(), "$"), self.paint(true, BOLD, &command));
@@ -323,6 +322,11 @@ fn summary(stdout: &str) -> String {
         .filter(|l| l.len() > 2 && matches!(&l[..2], "A " | "M " | "D " | "R "))
         .collect();
     if files.is_empty() { String::new() } else { format!(" ({})", files.join(", ")) }
+}
+
+/// An argv as a person would type it (quoted where needed).
+pub fn command_line(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
 }
 
 pub fn reason_name(reason: deputy_protocol::TurnAbortReason) -> &'static str {

@@ -43,33 +43,6 @@ pub enum SessionsCommand {
     },
 }
 
-/// Every rollout file under `home`, newest first (the folders are dated and
-/// the file names start with the creation time, so path order is age order).
-fn rollout_files(home: &Path) -> std::io::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-        for entry in entries {
-            let path = entry?.path();
-            if depth < 3 && path.is_dir() {
-                walk(&path, depth + 1, out)?;
-            } else if depth == 3
-                && path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("rollout-") && n.ends_with(".jsonl"))
-            {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(&rollout::sessions_dir(home), 0, &mut files)?;
-    files.sort();
-    files.reverse();
-    Ok(files)
-}
-
 /// The session meta from a rollout's first line, without reading the rest.
 fn read_meta(path: &Path) -> Option<SessionMeta> {
     let file = std::fs::File::open(path).ok()?;
@@ -106,7 +79,7 @@ pub fn run(args: SessionsArgs) -> i32 {
 }
 
 fn list(home: &Path, limit: Option<usize>, json: bool) -> i32 {
-    let files = match rollout_files(home) {
+    let files = match rollout::list(home) {
         Ok(files) => files,
         Err(e) => {
             eprintln!("deputy: cannot read {}: {e}", rollout::sessions_dir(home).display());

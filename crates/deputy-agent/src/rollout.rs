@@ -192,29 +192,32 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
 
-/// Finds the rollout of `session_id` under `home` (newest day first).
+/// Every rollout file under `home`, newest first: the folders are dated
+/// (`YYYY/MM/DD`) and the file names start with the creation time, so
+/// reverse path order is age order.
+pub fn list(home: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for year in sorted_desc(&sessions_dir(home))? {
+        for month in sorted_desc(&year)? {
+            for day in sorted_desc(&month)? {
+                files.extend(sorted_desc(&day)?.into_iter().filter(|file| {
+                    file.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("rollout-") && n.ends_with(".jsonl"))
+                }));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Finds the rollout of `session_id` under `home` (the newest, if several).
 pub fn find_by_id(home: &Path, session_id: &str) -> io::Result<Option<PathBuf>> {
     if session_id.is_empty() || session_id.contains(['/', '\\']) || session_id.contains("..") {
         return Ok(None);
     }
     let suffix = format!("-{session_id}.jsonl");
-    let root = sessions_dir(home);
-    if !root.is_dir() {
-        return Ok(None);
-    }
-    for year in sorted_desc(&root)? {
-        for month in sorted_desc(&year)? {
-            for day in sorted_desc(&month)? {
-                for file in sorted_desc(&day)? {
-                    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    if name.starts_with("rollout-") && name.ends_with(&suffix) {
-                        return Ok(Some(file));
-                    }
-                }
-            }
-        }
-    }
-    Ok(None)
+    Ok(list(home)?.into_iter().find(|file| file.to_string_lossy().ends_with(&suffix)))
 }
 
 fn sorted_desc(dir: &Path) -> io::Result<Vec<PathBuf>> {

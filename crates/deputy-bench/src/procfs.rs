@@ -25,9 +25,8 @@ pub fn open_fds() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
 }
 
-/// Pids of every process whose parent is `parent` (zombies included), or
-/// whose session is one of `sessions`.
-pub fn descendants(parent: u32, sessions: &[u32]) -> Vec<u32> {
+/// `(pid, parent pid, session id)` of every process.
+fn processes() -> Vec<(u32, u32, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
     for entry in entries.flatten() {
@@ -36,15 +35,31 @@ pub fn descendants(parent: u32, sessions: &[u32]) -> Vec<u32> {
         // Fields after the command name (which may hold spaces and parens).
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let (ppid, sid) = (
-            fields.get(1).and_then(|f| f.parse::<u32>().ok()),
-            fields.get(3).and_then(|f| f.parse::<u32>().ok()),
-        );
-        if ppid == Some(parent) || sid.is_some_and(|s| sessions.contains(&s)) {
-            found.push(pid);
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+        if let (Some(ppid), Some(sid)) = (field(1), field(3)) {
+            found.push((pid, ppid, sid));
         }
     }
     found
+}
+
+/// Pids of every process whose parent is `parent` (zombies included), or
+/// whose session is one of `sessions`.
+pub fn children_or_in_sessions(parent: u32, sessions: &[u32]) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|&(_, ppid, sid)| ppid == parent || sessions.contains(&sid))
+        .map(|(pid, ..)| pid)
+        .collect()
+}
+
+/// Pids in session `session` other than its leader.
+pub fn session_members(session: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|&(pid, _, sid)| sid == session && pid != session)
+        .map(|(pid, ..)| pid)
+        .collect()
 }
 
 /// True if a process with this pid exists (zombies count as existing).

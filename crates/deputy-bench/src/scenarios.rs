@@ -333,11 +333,6 @@ pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
 
 // -------------------------------------------------------------------- cancel
 
-/// Pids in `session` other than its leader (the grandchildren of a hung agent).
-fn session_members(session: u32) -> Vec<u32> {
-    procfs::descendants(u32::MAX, &[session]).into_iter().filter(|&p| p != session).collect()
-}
-
 pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
     let runs = bench.sizes.cancels;
     let mut cooperative = Vec::with_capacity(runs);
@@ -361,7 +356,7 @@ pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
         // The hang step starts a grandchild; wait until it exists.
         let deadline = Instant::now() + Duration::from_secs(5);
         let grandchildren = loop {
-            let members = session_members(pid);
+            let members = procfs::session_members(pid);
             if !members.is_empty() {
                 break members;
             }
@@ -501,8 +496,7 @@ pub async fn soak(bench: &Bench) -> Result<Vec<Figure>> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fds_after = procfs::open_fds().unwrap_or(0);
     let rss_after = procfs::rss_kib(me).unwrap_or(0);
-    let leaked: Vec<u32> =
-        procfs::descendants(me, &agent_pids).into_iter().filter(|&p| procfs::exists(p)).collect();
+    let leaked: Vec<u32> = procfs::children_or_in_sessions(me, &agent_pids);
     let fd_growth = fds_after as f64 - fds_before as f64;
     let rss_growth = (rss_after as f64 - rss_before as f64) / 1024.0;
     Ok(vec![

@@ -210,6 +210,11 @@ impl Shared {
         self.kill_req.cancel();
     }
 
+    /// The fault a kill was requested for (cancellation if none was named).
+    fn take_kill_fault(&self) -> Fault {
+        self.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(Fault::Cancelled)
+    }
+
     fn outcome(&self) -> Option<Outcome> {
         self.outcome.borrow().clone()
     }
@@ -451,10 +456,7 @@ impl Supervisor {
         let shared = Arc::clone(&self.shared);
         tokio::select! {
             biased;
-            () = shared.kill_req.cancelled() => {
-                let fault = shared.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take();
-                self.kill_now(fault.unwrap_or(Fault::Cancelled)).await
-            }
+            () = shared.kill_req.cancelled() => self.kill_now(shared.take_kill_fault()).await,
             () = shared.cancel.cancelled() => {
                 if shared.dropped.load(Ordering::Acquire) || !shared.established.load(Ordering::Acquire) {
                     self.kill_now(Fault::Cancelled).await
@@ -498,10 +500,7 @@ impl Supervisor {
         let shared = Arc::clone(&self.shared);
         tokio::select! {
             biased;
-            () = shared.kill_req.cancelled() => {
-                let fault = shared.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take();
-                self.kill_now(fault.unwrap_or(Fault::Cancelled)).await
-            }
+            () = shared.kill_req.cancelled() => self.kill_now(shared.take_kill_fault()).await,
             () = self.child.exited() => self.exited_on_its_own().await,
             () = shared.cancel.cancelled() => self.kill_now(Fault::Cancelled).await,
             () = shared.shutdown_req.cancelled() => self.ladder(false).await,
