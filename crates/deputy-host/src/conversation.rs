@@ -779,6 +779,7 @@ impl Conversation {
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
         // Any invalid input on the agent's stdout is a protocol violation.
         let protocol = ProtocolSignal::default();
+        let violation = protocol.clone();
         let (peer, conn) = Peer::serve(
             agent.stdout,
             agent.stdin,
@@ -815,6 +816,17 @@ impl Conversation {
                 },
                 // The supervisor finished first (the agent died or misbehaved).
                 _ = shared.wait_outcome() => Err(None),
+            }
+        };
+        // The reader reports an invalid line to `violation` before it reads
+        // the next one, so a violation written before the `session/start`
+        // answer is always seen here: the order on the pipe decides, not which
+        // task the scheduler runs first.
+        let handshake = async {
+            let result = handshake.await;
+            match (&result, violation.detail()) {
+                (Ok(_), Some(detail)) => Err(Some(Fault::Protocol(detail.to_owned()))),
+                _ => result,
             }
         };
         match handshake.await {

@@ -33,7 +33,7 @@ fn assert_no_fixture_left(marker: &str) {
             continue;
         }
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        assert!(!status.contains(&format!("PPid:\t{me}\n")), "fixture left behind: {cmdline}");
+        assert!(!status.contains(&format!("PPid:\t{me}\n")), "fixture left behind: {cmdline}\n{status}");
     }
 }
 
@@ -63,13 +63,34 @@ async fn crash_during_the_handshake_is_agent_exited_with_the_stderr_tail() {
     assert_no_fixture_left("--crash-after-init");
 }
 
+/// The garbage line comes before the `session/start` answer on the pipe, so
+/// spawn must fail every time, whichever task the scheduler runs first.
+/// `tag` tells this test's fixtures from those of tests running beside it.
+async fn garbage_during_the_handshake_fails_spawn(runs: usize, tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    for run in 0..runs {
+        let err = spawn_err(&["--garbage-after-init", "--tag", tag], config(dir.path())).await;
+        let HostError::ProtocolViolation { detail, .. } = &err else { panic!("run {run}: {err:?}") };
+        assert!(detail.contains("this is not json"), "run {run}: {detail}");
+        assert_no_fixture_left(&format!("--tag {tag}"));
+    }
+}
+
 #[tokio::test]
 async fn garbage_on_stdout_is_a_protocol_violation() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = spawn_err(&["--garbage-after-init"], config(dir.path())).await;
-    let HostError::ProtocolViolation { detail, .. } = &err else { panic!("{err:?}") };
-    assert!(detail.contains("this is not json"), "{detail}");
-    assert_no_fixture_left("--garbage-after-init");
+    garbage_during_the_handshake_fails_spawn(20, "garbage-current-thread").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_stdout_is_a_protocol_violation_on_a_multi_thread_runtime() {
+    garbage_during_the_handshake_fails_spawn(20, "garbage-multi-thread").await;
+}
+
+/// `cargo test -p deputy-host --test faults -- --ignored`: the same, 200 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stress: 200 spawns"]
+async fn garbage_on_stdout_is_a_protocol_violation_stress() {
+    garbage_during_the_handshake_fails_spawn(200, "garbage-stress").await;
 }
 
 #[tokio::test]
