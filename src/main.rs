@@ -113,7 +113,23 @@ enum LogFormatArg {
     Json,
 }
 
+/// The hidden reaper mode, `deputy __reap PROGRAM ARGS…`: runs PROGRAM as a
+/// child subreaper would (see `deputy_proctree::run_reaper`). Used by
+/// `deputy_host::AgentCommand::reaped` for third-party agents; not a command
+/// for people, so it is kept out of clap (and `--help`).
+const REAPER_ARG: &str = "__reap";
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == REAPER_ARG) {
+        let rest: Vec<_> = argv.collect();
+        let Some((program, args)) = rest.split_first() else {
+            eprintln!("usage: deputy {REAPER_ARG} PROGRAM [ARGS…]");
+            return ExitCode::from(2);
+        };
+        let code = deputy_proctree::run_reaper(program, args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Exec(args) => host(|| cli::exec::run(args)),

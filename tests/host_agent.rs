@@ -196,7 +196,8 @@ async fn host_hanging_agent_is_killed_at_the_deadline_with_its_grandchild() {
     let ending = conv.cancel().await;
     eprintln!("hanging deputy agent: {ending:?}");
     let Ending::Killed { elapsed, .. } = ending else { panic!("{ending:?}") };
-    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    // Killed once the drain window (budget less the kill reserve) is over.
+    assert!(elapsed >= Duration::from_millis(500) - deputy_host::KILL_RESERVE, "{elapsed:?}");
     assert_session_gone(pid);
     while next(&mut conv).await.is_some() {}
 }

@@ -17,6 +17,12 @@ version?: string, };
 
 export type ClientCapabilities = { 
 /**
+ * The longest line, in bytes, this host reads; the agent never writes a
+ * longer one (an event or request over it is not sent; see PROTOCOL.md
+ * §1 "Flow control and limits"). Absent: no limit announced.
+ */
+max_line_bytes?: number, 
+/**
  * Free-form, non-standard capabilities.
  */
 experimental?: JsonValue, };

@@ -9,7 +9,15 @@
 //!   end of input) kills the whole group with `SIGKILL` and reaps the child.
 //! - When the command exits, processes it left running in its group are
 //!   killed too (after up to 100 ms for them to close the output pipes), so
-//!   nothing outlives the call.
+//!   nothing outlives the call. A cancelled command's whole tree is frozen
+//!   and killed by parent links, so a grandchild in a group or session of its
+//!   own goes too.
+//! - When the agent owns its process ([`adopt_orphans`], as `deputy agent`
+//!   does), it is a child subreaper: a process a command left behind after
+//!   the command exited — a double fork, `setsid sleep 300 &` — is
+//!   re-parented to the agent instead of init, and is killed (with its
+//!   descendants) and reaped when the command ends. Nothing a command
+//!   started outlives it.
 //! - Environment variables whose names contain `KEY`, `SECRET`, `TOKEN` or
 //!   `PASSWORD` (case-insensitive) are removed unless `keep_secret_env` is set.
 //! - Output is streamed chunk by chunk (invalid UTF-8 becomes U+FFFD; a
@@ -27,6 +35,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deputy_proctree::{Pid, Tree};
 use deputy_protocol::ExecOutputStream;
 use tokio::io::AsyncReadExt as _;
 use tokio::process::{Child, Command};
@@ -68,10 +80,63 @@ pub fn is_secret_env(name: &str) -> bool {
     ["KEY", "SECRET", "TOKEN", "PASSWORD"].iter().any(|w| upper.contains(w))
 }
 
+/// Set by [`adopt_orphans`]: this process is a child subreaper, and every
+/// child that is not a running tool is a command's leftover.
+static OWNS_PROCESS: AtomicBool = AtomicBool::new(false);
+/// The pids of the tools running now (tokio waits for those itself).
+static RUNNING_TOOLS: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+fn running_tools() -> std::sync::MutexGuard<'static, Vec<Pid>> {
+    RUNNING_TOOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes this process a child subreaper, so the orphans of its commands
+/// stay its descendants and are killed when the command ends (see the module
+/// docs). For a process that is the agent and nothing else (`deputy agent`):
+/// every child of it that is not a running tool is then treated as a
+/// command's leftover. Linux only; elsewhere an error and nothing changes.
+pub fn adopt_orphans() -> io::Result<()> {
+    deputy_proctree::set_child_subreaper()?;
+    OWNS_PROCESS.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Kills (and reaps) every process that commands left behind, if this
+/// process adopted orphans: everything under it but the running tools'
+/// trees. Cheap when there is nothing: one read of this process's children.
+/// Returns how many processes were killed.
+pub fn kill_leftovers() -> usize {
+    if !OWNS_PROCESS.load(Ordering::Acquire) {
+        return 0;
+    }
+    let running = running_tools().clone();
+    if deputy_proctree::own_children().iter().all(|pid| running.contains(pid)) {
+        return 0;
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let killed = deputy_proctree::kill_tree(&Tree { exclude: running.clone(), ..Tree::descendants_of(me) });
+    deputy_proctree::reap_adopted(|pid| running_tools().contains(&pid), Duration::from_millis(100));
+    if killed > 0 {
+        tracing::debug!(killed, "killed processes a command left behind");
+    }
+    killed
+}
+
 /// Kills the child's process group and reaps the child when dropped.
 struct GroupGuard {
     pgid: Option<i32>,
     child: Option<Child>,
+}
+
+impl GroupGuard {
+    /// No longer a running tool (its status was collected, or it is being
+    /// killed): its leftovers are fair game for [`kill_leftovers`].
+    fn unregister(&self) {
+        if let Some(pid) = self.pgid {
+            running_tools().retain(|p| *p != pid);
+        }
+    }
 }
 
 impl GroupGuard {
@@ -87,6 +152,16 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
+        if let Some(pid) = self.pgid
+            && self.child.is_some()
+        {
+            // Cancelled while running: freeze and kill its whole tree while
+            // the parent links still lead to everything it started.
+            deputy_proctree::kill_tree(&Tree { group: Some(pid), ..Tree::session_leader(pid) });
+            // Still registered: tokio reaps it, not `kill_leftovers`.
+            kill_leftovers();
+            self.unregister();
+        }
         self.kill_group();
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
@@ -164,6 +239,9 @@ where
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let pgid = child.id().map(|p| p as i32);
+    if let Some(pid) = pgid {
+        running_tools().push(pid);
+    }
     let mut guard = GroupGuard { pgid, child: Some(child) };
 
     let mut capture = Capture::default();
@@ -228,11 +306,14 @@ where
             }
         }
     }
-    // Leftovers of the command's group (background jobs) do not outlive it.
+    // Leftovers of the command's group (background jobs) do not outlive it,
+    // nor do orphans it left in groups or sessions of their own.
     guard.kill_group();
+    guard.unregister();
     guard.pgid = None;
     let child_done = guard.child.take();
     drop(child_done);
+    kill_leftovers();
     let exit_code = match status {
         Some(Ok(st)) => exit_code_of(st),
         _ => -1,

@@ -90,7 +90,7 @@ impl Agent {
         }
     }
 
-    fn initialize(&self, raw: &RawValue) -> Result<InitializeResult, ErrorObject> {
+    fn initialize(&self, raw: &RawValue, peer: &Peer) -> Result<InitializeResult, ErrorObject> {
         if self.initialized.load(Ordering::Acquire) {
             return Err(ErrorObject::new(codes::ALREADY_INITIALIZED, "already initialized"));
         }
@@ -106,6 +106,11 @@ impl Agent {
             return Err(ErrorObject::new(codes::ALREADY_INITIALIZED, "already initialized"));
         }
         info!(client = %params.client_info.name, version = ?params.client_info.version, "initialized");
+        // Never write a line the host announced it would reject: an event or
+        // approval request over it fails at the sender (see `turn`).
+        if let Some(limit) = params.capabilities.max_line_bytes {
+            peer.set_max_outgoing_bytes(Some(usize::try_from(limit).unwrap_or(usize::MAX)));
+        }
         Ok(InitializeResult {
             protocol_version: PROTOCOL_VERSION,
             agent_info: PeerInfo { name: "deputy".into(), version: Some(env!("CARGO_PKG_VERSION").into()) },
@@ -194,12 +199,12 @@ async fn hang_if_hung() {
 fn router(agent: &Arc<Agent>) -> Router {
     let mut router = Router::new();
     let a = Arc::clone(agent);
-    router.request(methods::INITIALIZE, move |raw: Box<RawValue>, _ctx| {
+    router.request(methods::INITIALIZE, move |raw: Box<RawValue>, ctx| {
         let guard = a.enter();
         let a = Arc::clone(&a);
         async move {
             hang_if_hung().await;
-            let r = a.initialize(&raw);
+            let r = a.initialize(&raw, &ctx.peer);
             drop(guard);
             r
         }
@@ -334,7 +339,13 @@ pub fn run_stdio(config: AgentConfig) -> i32 {
             return 1;
         }
     };
+    // This process is the agent and nothing else: it adopts the orphans of
+    // its commands, so none outlives its command (see `exec`).
+    if let Err(e) = crate::exec::adopt_orphans() {
+        tracing::warn!(error = %e, "cannot become a child subreaper: a command's daemonised leftovers may survive it");
+    }
     let code = rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), config));
+    crate::exec::kill_leftovers();
     // The stdin reader may be parked in a blocking read: do not wait for it.
     rt.shutdown_background();
     code

@@ -11,7 +11,7 @@ use deputy_protocol::{
     EventMsg, HistorySource, InitialHistory, Op, RolloutItem, SessionMeta, SessionStartParams,
     SessionStartResult, TokenUsage, TokenUsageInfo, TurnAbortReason, methods,
 };
-use deputy_rpc::{CancellationToken, ErrorObject, Peer};
+use deputy_rpc::{CancellationToken, ErrorObject, Peer, RpcError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -78,9 +78,23 @@ pub(crate) struct Session {
 impl Session {
     /// Sends one event. Fails only when the connection is closed.
     /// The event is serialized once, borrowed; the call waits for room in
-    /// the writer's queue (backpressure).
+    /// the writer's queue (backpressure). An event over the host's line
+    /// limit is not sent: a `warning` naming it is sent in its place, so the
+    /// host learns of the gap instead of killing the agent for a line it
+    /// cannot read.
     pub async fn emit(&self, id: &str, msg: &EventMsg) -> bool {
-        self.peer.notify(methods::EVENT, EventRef { id, msg }).await.is_ok()
+        match self.peer.notify(methods::EVENT, EventRef { id, msg }).await {
+            Ok(()) => true,
+            Err(RpcError::MessageTooLarge { bytes, limit, .. }) => {
+                let message = format!(
+                    "a `{}` event of {bytes} bytes was not sent: it is over the host's line limit of {limit} bytes",
+                    msg.kind()
+                );
+                let warning = EventMsg::Warning { message };
+                self.peer.notify(methods::EVENT, EventRef { id, msg: &warning }).await.is_ok()
+            }
+            Err(_) => false,
+        }
     }
 
     /// Appends `item` to the rollout and the conversation history.

@@ -14,6 +14,8 @@ pub struct AgentCommand {
     env: Vec<(OsString, Option<OsString>)>,
     env_clear: bool,
     cwd: Option<PathBuf>,
+    /// Run under this `deputy` binary's reaper (`deputy __reap PROGRAM …`).
+    reaper: Option<PathBuf>,
 }
 
 impl AgentCommand {
@@ -25,6 +27,7 @@ impl AgentCommand {
             env: Vec::new(),
             env_clear: false,
             cwd: None,
+            reaper: None,
         }
     }
 
@@ -93,6 +96,27 @@ impl AgentCommand {
     }
 
     /// The program.
+    /// Runs the program under `deputy`'s reaper (`deputy __reap PROGRAM
+    /// ARGS…`, the `deputy` binary found as for [`deputy_agent`](Self::deputy_agent)):
+    /// a child subreaper that stays the program's parent, so a process its
+    /// tools leave behind — even one that double-forked into a session of its
+    /// own — stays in the tree the host kills, and is killed when the
+    /// program exits. For third-party agents (`deputy agent` is a subreaper
+    /// itself). Linux; the program's stdio, environment and exit status pass
+    /// through unchanged; if it cannot be started the reaper exits 127 with
+    /// a line on stderr (an [`HostError::AgentExited`](crate::HostError::AgentExited),
+    /// not a spawn error).
+    pub fn reaped(&mut self) -> &mut Self {
+        self.reaper = Some(find_deputy_binary());
+        self
+    }
+
+    /// Like [`reaped`](Self::reaped), with the `deputy` binary named.
+    pub fn reaped_by(&mut self, deputy: impl AsRef<Path>) -> &mut Self {
+        self.reaper = Some(deputy.as_ref().to_owned());
+        self
+    }
+
     pub fn get_program(&self) -> &OsStr {
         &self.program
     }
@@ -110,7 +134,14 @@ impl AgentCommand {
     /// A `std` command with this program, arguments, environment and directory
     /// (stdio and process group are set by the spawner).
     pub(crate) fn to_std(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.program);
+        let mut cmd = match &self.reaper {
+            Some(deputy) => {
+                let mut cmd = std::process::Command::new(deputy);
+                cmd.arg("__reap").arg(&self.program);
+                cmd
+            }
+            None => std::process::Command::new(&self.program),
+        };
         cmd.args(&self.args);
         if self.env_clear {
             cmd.env_clear();

@@ -31,8 +31,10 @@ pub struct ConversationConfig {
     pub event_filter: EventFilter,
     /// Time for `initialize` + `session/start` (default 10 s).
     pub handshake_timeout: Duration,
-    /// Deadline of the cancel ladder (default 500 ms): after it the agent's
-    /// process tree is killed.
+    /// The cancel ladder's budget (default 500 ms): by its end the agent's
+    /// whole process tree is dead and reaped. The agent gets the budget less
+    /// [`KILL_RESERVE`](crate::KILL_RESERVE) (at most a quarter of it) to exit
+    /// by itself; then its tree is killed, within the reserve.
     pub shutdown_deadline: Duration,
     /// Transport settings.
     pub rpc: PeerConfig,

@@ -42,6 +42,20 @@ const SESSION_CONFIGURED_WAIT: Duration = Duration::from_millis(250);
 /// Ladder: how long the `abort` answers of pending approvals may take to be queued.
 const APPROVAL_ABORT_GRACE: Duration = Duration::from_millis(20);
 
+/// Of the ladder's budget, the part kept for the kill: freezing and killing
+/// the tree (a read of `/proc` per round, usually two), the agent's exit
+/// after SIGKILL (the kernel frees its memory), the reap and stderr's EOF.
+/// Measured: 2–6 ms on an idle machine, up to ~40 ms with both cores busy
+/// (`deputy-bench cancel`); 100 ms leaves room. Never more than a quarter of
+/// the budget.
+pub const KILL_RESERVE: Duration = Duration::from_millis(100);
+
+/// How long the ladder waits for a graceful exit within `budget`: the rest
+/// is [`KILL_RESERVE`], so the tree is dead and reaped by the budget's end.
+pub(crate) fn drain_window(budget: Duration) -> Duration {
+    budget.saturating_sub(KILL_RESERVE.min(budget / 4))
+}
+
 /// The most events handed to the caller's channel in one batch.
 const MAX_EVENT_BATCH: usize = 256;
 
@@ -504,7 +518,7 @@ impl Supervisor {
             () = self.child.exited() => self.exited_on_its_own().await,
             () = shared.cancel.cancelled() => self.kill_now(Fault::Cancelled).await,
             () = shared.shutdown_req.cancelled() => self.ladder(false).await,
-            () = tokio::time::sleep(shared.deadline) => {
+            () = tokio::time::sleep(drain_window(shared.deadline)) => {
                 let reason = self.peer.close_reason().unwrap_or_default();
                 debug!(pid = self.child.pid(), %reason, "the agent's stdout closed while it runs");
                 self.kill_now(Fault::StdoutClosed).await
@@ -515,7 +529,7 @@ impl Supervisor {
     /// The cancel ladder (`interrupt` true) or a graceful shutdown (false).
     async fn ladder(&mut self, interrupt: bool) -> Outcome {
         let start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(start + self.shared.deadline);
+        let deadline = tokio::time::Instant::from_std(start + drain_window(self.shared.deadline));
         // 1. Pending approvals are answered `abort`; the forwarder stops waiting.
         self.shared.drain.cancel();
         if self.shared.approvals.load(Ordering::Acquire) > 0 {
@@ -690,6 +704,9 @@ impl Submitter {
         match self.peer.request_with::<_, SubmitResult>(methods::SUBMIT, submission, opts).await {
             Ok(result) => Ok(result.id),
             Err(RpcError::Remote(error)) => Err(HostError::Rejected { method: methods::SUBMIT, error }),
+            Err(RpcError::MessageTooLarge { method, bytes, limit }) => {
+                Err(HostError::MessageTooLarge { method, bytes, limit })
+            }
             Err(RpcError::Cancelled | RpcError::ConnectionClosed { .. }) => {
                 Err(self.shared.ended_error().await)
             }
@@ -966,7 +983,10 @@ async fn handshake(
     let params = InitializeParams {
         protocol_version: PROTOCOL_VERSION,
         client_info: config.client_info.clone(),
-        capabilities: ClientCapabilities::default(),
+        capabilities: ClientCapabilities {
+            max_line_bytes: Some(config.rpc.max_line_bytes as u64),
+            ..ClientCapabilities::default()
+        },
         meta: None,
     };
     let init: InitializeResult = peer
@@ -975,6 +995,10 @@ async fn handshake(
         .map_err(|e| handshake_fault(methods::INITIALIZE, e))?;
     if init.protocol_version != PROTOCOL_VERSION {
         return Err(Some(Fault::Version(init.protocol_version)));
+    }
+    // Never write a line the agent announced it would reject.
+    if let Some(limit) = init.capabilities.max_line_bytes {
+        peer.set_max_outgoing_bytes(Some(usize::try_from(limit).unwrap_or(usize::MAX)));
     }
     let session: SessionStartResult = peer
         .request(methods::SESSION_START, &config.session)
@@ -988,6 +1012,9 @@ fn handshake_fault(method: &'static str, e: RpcError) -> Option<Fault> {
     match e {
         RpcError::Remote(error) => Some(Fault::Handshake { method, error }),
         RpcError::ConnectionClosed { .. } => None,
+        RpcError::MessageTooLarge { method, bytes, limit } => Some(Fault::Protocol(format!(
+            "`{method}` ({bytes} bytes) is over the agent's line limit ({limit} bytes)"
+        ))),
         RpcError::Decode { source, .. } => {
             Some(Fault::Protocol(format!("the answer to `{method}` does not decode: {source}")))
         }

@@ -50,6 +50,11 @@ pub enum HostError {
     /// The agent answered a request (e.g. `submit`) with an error.
     #[error("the agent rejected `{method}`: {error}")]
     Rejected { method: &'static str, error: ErrorObject },
+    /// The message would be longer than the agent accepts (the
+    /// `max_line_bytes` it announced in `initialize`): nothing was sent, and
+    /// the conversation goes on.
+    #[error("`{method}` would be a line of {bytes} bytes, over the agent's limit of {limit} bytes: not sent")]
+    MessageTooLarge { method: String, bytes: usize, limit: usize },
     /// This conversation takes no more submissions (a one-shot, after its input).
     #[error("this conversation takes no submissions (one-shot: its only input was sent at start)")]
     SubmissionsClosed,
@@ -90,6 +95,9 @@ impl From<RpcError> for HostError {
     fn from(e: RpcError) -> Self {
         match e {
             RpcError::Cancelled => HostError::Cancelled,
+            RpcError::MessageTooLarge { method, bytes, limit } => {
+                HostError::MessageTooLarge { method, bytes, limit }
+            }
             e => HostError::Rpc(Arc::new(e)),
         }
     }

@@ -53,12 +53,21 @@
 //!   the process still runs) kills it after the deadline.
 //! - Flooding stderr is not an error: it is drained as fast as it comes and
 //!   only the last 64 KiB are kept.
-//! - Killing "the tree" is `killpg(pid, SIGKILL)` plus, on Linux, a sweep of
-//!   `/proc/*/stat` that SIGKILLs every process whose session id (field 6,
-//!   read after the last `)`) is the agent's pid: the agent puts its tools in
-//!   process groups of their own, but they stay in its session. Only then is
+//! - Killing "the tree" ([`deputy_proctree`]): every descendant of the agent
+//!   by parent links, every process of its session and of its group, and the
+//!   agent, are frozen with `SIGSTOP` (re-reading `/proc` until nothing new
+//!   shows up, so a fork cannot slip through), then SIGKILLed. Only then is
 //!   the agent reaped (no zombie, and its pid cannot be reused while we signal
-//!   it). A process that starts a session of its own escapes.
+//!   it). `deputy agent` is a child subreaper, so even a tool's grandchild
+//!   that double-forked into a session of its own is still its descendant and
+//!   dies. For a third-party agent that is not one, [`AgentCommand::reaped`]
+//!   starts it under `deputy`'s reaper, which gives it the same property.
+//!   Limits: Linux only (elsewhere: the group kill); a process that leaves
+//!   the PID namespace or is re-parented by a debugger is not followed.
+//! - Outgoing lines never exceed the `max_line_bytes` the agent announced in
+//!   `initialize`: a too-large submission fails with
+//!   [`HostError::MessageTooLarge`] and nothing is sent. The host announces
+//!   its own limit to the agent (`capabilities.max_line_bytes`).
 //!
 //! # The cancel ladder (the 500 ms contract)
 //!
@@ -73,10 +82,12 @@
 //! 2. the host keeps reading stdout (events are no longer waited for: a
 //!    consumer that stopped reading cannot wedge it) until the agent exits and
 //!    its stdout ends — `deputy agent` answers both requests and writes
-//!    `turn_aborted` and `shutdown_complete` after the EOF — or the deadline
-//!    (`shutdown_deadline`, 500 ms);
-//! 3. at the deadline the tree is SIGKILLed, the agent reaped and the reader
-//!    tasks aborted (a grandchild holding the pipe cannot keep them alive);
+//!    `turn_aborted` and `shutdown_complete` after the EOF — or the end of the
+//!    drain window: the budget (`shutdown_deadline`, 500 ms) less
+//!    [`KILL_RESERVE`] (100 ms, at most a quarter of the budget);
+//! 3. then the tree is frozen and SIGKILLed, the agent reaped and the reader
+//!    tasks aborted (a grandchild holding the pipe cannot keep them alive),
+//!    inside the reserve: the tree is dead and reaped within the budget;
 //! 4. in every case it ends with a tree kill, so grandchildren do not outlive
 //!    the agent.
 //!
@@ -106,7 +117,7 @@ pub use command::AgentCommand;
 pub use config::{
     ConversationConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
 };
-pub use conversation::{Conversation, Ending, Submitter};
+pub use conversation::{Conversation, Ending, KILL_RESERVE, Submitter};
 pub use error::HostError;
 pub use filter::EventFilter;
 pub use one_shot::OneShot;

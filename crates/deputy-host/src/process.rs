@@ -1,20 +1,24 @@
 //! The agent process: spawned in a session of its own, killed as a tree, reaped.
 //!
 //! The child is started with `setsid()` (in `pre_exec`), so it leads a new
-//! session and a new process group whose ids equal its pid. Tools the agent
-//! runs may be put in process groups of their own, but they stay in the
-//! agent's session. Killing the tree is therefore:
+//! session and a new process group whose ids equal its pid. Killing the tree
+//! ([`deputy_proctree::kill_tree`] with [`Tree::session_leader`]):
 //!
-//! 1. `killpg(pid, SIGKILL)` — the agent and everything still in its group;
-//! 2. on Linux, a sweep of `/proc/*/stat` that SIGKILLs every process whose
-//!    session id (field 6) is the agent's pid — tools in their own groups;
-//!    repeated while it finds live processes (a fork racing the sweep);
+//! 1. every process found by parent links from the agent (its tools, their
+//!    children, and — because `deputy agent` is a child subreaper — every
+//!    orphan a tool left behind, even one that called `setsid()`), every
+//!    process of the agent's session and of its group, and the agent itself,
+//!    is frozen with `SIGSTOP` over fresh reads of `/proc` until nothing new
+//!    shows up (a stopped process cannot fork);
+//! 2. then all of them get `SIGKILL`, and the group a `killpg`;
 //! 3. only then is the agent reaped, so its pid (= the group and session id)
 //!    cannot be reused by an unrelated process while we signal it.
 //!
-//! Nothing is ever signalled after the agent was reaped. A grandchild that
-//! starts a session of its own (`setsid`, a daemon) escapes, as it would
-//! escape any process-group based cleanup.
+//! Nothing is ever signalled after the agent was reaped. What this cannot
+//! catch: an orphan of an agent that is *not* a subreaper, once its parent
+//! exited (it was re-parented to init and left the session with `setsid`).
+//! For third-party agents, [`crate::AgentCommand::reaped`] runs the command
+//! under `deputy`'s own small reaper, which closes that gap.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -22,6 +26,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+use deputy_proctree::Tree;
 
 use crate::command::AgentCommand;
 use crate::error::HostError;
@@ -146,23 +152,21 @@ impl ChildProc {
         }
     }
 
-    /// SIGKILLs the agent's process group and (on Linux) every process of its
-    /// session. No-op once the agent has been reaped. Returns how many
-    /// processes the session sweep signalled.
+    /// Freezes and SIGKILLs the agent's whole tree (see the module docs). No-op
+    /// once the agent has been reaped. Returns how many processes were
+    /// killed, the agent included.
     pub fn kill_tree(&self) -> usize {
         let state = self.lock();
         if state.status.is_some() {
             return 0;
         }
         let pid = self.pid as libc::pid_t;
-        // SAFETY: plain syscalls on a pid we own and have not reaped.
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
-        let swept = sweep_session(pid);
+        let killed = deputy_proctree::kill_tree(&Tree::session_leader(pid));
+        // SAFETY: plain syscall on a pid we own and have not reaped (for
+        // systems without /proc, where the tree kill is the group kill only).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
         drop(state);
-        swept
+        killed
     }
 
     /// Reaps the process if it has terminated.
@@ -240,84 +244,4 @@ fn open_pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open as long as it does.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
-}
-
-/// The members of session `sid` (excluding zombies and this process), from `/proc`.
-#[cfg(target_os = "linux")]
-pub(crate) fn session_members(sid: libc::pid_t) -> Vec<libc::pid_t> {
-    let me = std::process::id() as libc::pid_t;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { continue };
-        if let Some((state, session)) = parse_stat(&stat)
-            && session == sid
-            && state != b'Z'
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn session_members(_sid: libc::pid_t) -> Vec<libc::pid_t> {
-    Vec::new()
-}
-
-/// Parses `/proc/PID/stat`: (state, session id). Fields after the command
-/// name, which is in parentheses and may itself contain `)` and spaces, are
-/// read after the *last* `)`: state ppid pgrp session …
-fn parse_stat(stat: &[u8]) -> Option<(u8, libc::pid_t)> {
-    let close = memchr::memrchr(b')', stat)?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = *fields.next()?.as_bytes().first()?;
-    let _ppid = fields.next()?;
-    let _pgrp = fields.next()?;
-    let session = fields.next()?.parse().ok()?;
-    Some((state, session))
-}
-
-/// SIGKILLs every live process of session `sid`, a few rounds while it finds any.
-fn sweep_session(sid: libc::pid_t) -> usize {
-    let mut total = 0;
-    for _ in 0..4 {
-        let members = session_members(sid);
-        if members.is_empty() {
-            break;
-        }
-        for pid in &members {
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-        total += members.len();
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_is_parsed_after_the_last_paren() {
-        let stat = b"4242 (weird) name) S 1 4242 4200 0 -1 4194560 0 0";
-        assert_eq!(parse_stat(stat), Some((b'S', 4200)));
-        assert_eq!(parse_stat(b"1 (x) Z 0 1 1 0"), Some((b'Z', 1)));
-        assert_eq!(parse_stat(b"garbage"), None);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn own_session_is_found_and_self_excluded() {
-        let sid = unsafe { libc::getsid(0) };
-        let members = session_members(sid);
-        assert!(!members.contains(&(std::process::id() as libc::pid_t)));
-    }
 }

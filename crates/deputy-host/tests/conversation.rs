@@ -95,8 +95,12 @@ async fn stubborn_child_with_grandchildren_is_killed_at_the_deadline() {
     let Ending::Killed { status, elapsed } = ending else { panic!("not killed: {ending:?}") };
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    assert!(elapsed >= DEADLINE, "killed before the deadline: {elapsed:?}");
-    assert!(took >= DEADLINE);
+    // The agent had the drain window (the budget less the kill reserve) to
+    // exit; the kill comes after it. (The upper bound, the budget itself, is
+    // measured by `deputy-bench cancel`, not asserted on a shared machine.)
+    let drain = DEADLINE - deputy_host::KILL_RESERVE;
+    assert!(elapsed >= drain, "killed before the drain window ended: {elapsed:?}");
+    assert!(took >= drain);
     assert!(gone(gc), "grandchild survived");
     assert!(gone(tool), "tool (own process group, same session) survived");
     // Group and session gone (zombies, waiting for init, do not count).

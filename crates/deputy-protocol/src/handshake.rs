@@ -23,10 +23,15 @@ pub struct PeerInfo {
     pub version: Option<String>,
 }
 
-/// What the host (client) can do. Reserved for growth: version 1 defines no
-/// client capability, and agents ignore what they do not know.
+/// What the host (client) can do. Agents ignore what they do not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct ClientCapabilities {
+    /// The longest line, in bytes, this host reads; the agent never writes a
+    /// longer one (an event or request over it is not sent; see PROTOCOL.md
+    /// §1 "Flow control and limits"). Absent: no limit announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub max_line_bytes: Option<u64>,
     /// Free-form, non-standard capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]

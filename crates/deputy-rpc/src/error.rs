@@ -113,6 +113,18 @@ pub enum RpcError {
     /// The request was cancelled locally (its cancellation token fired).
     #[error("request cancelled")]
     Cancelled,
+    /// The message would be a line longer than the peer accepts
+    /// ([`PeerConfig::max_outgoing_bytes`](crate::PeerConfig::max_outgoing_bytes)):
+    /// nothing was written.
+    #[error("`{method}` is {bytes} bytes, over the peer's limit of {limit} bytes per line: not sent")]
+    MessageTooLarge {
+        /// The method of the request or notification.
+        method: String,
+        /// The length of its line, terminator excluded.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The params could not be serialized.
     #[error("failed to encode params: {0}")]
     Encode(#[source] serde_json::Error),

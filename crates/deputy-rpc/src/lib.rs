@@ -90,11 +90,26 @@
 //! other messages. Notifications run one at a time, in arrival order, on a
 //! dispatcher task fed by a queue bounded by [`PeerConfig::notification_capacity`]:
 //! a slow consumer holds the reader back (end-to-end backpressure). Params of
-//! notifications are decoded on the dispatcher, not on the reader. The reader never
-//! waits for a request handler or for the writer. The reader hands the
+//! notifications are decoded on the dispatcher, not on the reader. The reader hands the
 //! notifications of each read to the dispatcher as one batch;
 //! [`Router::notification_batch_end`] runs after each batch, so a handler that
 //! buffers can pass its work on in bulk (one cross-thread wake-up per batch).
+//!
+//! **Flow control.** Every resource a peer can make this side hold is
+//! bounded, and at the bound the reader stops reading (the peer's writes
+//! block) instead of dropping anything: notifications read and not yet
+//! handled ([`PeerConfig::notification_capacity`]), incoming requests in
+//! flight ([`PeerConfig::max_incoming_requests`], default
+//! [`DEFAULT_MAX_INCOMING_REQUESTS`]), and answers waiting for the writer —
+//! including the reader's own error answers to garbage and invalid
+//! messages, which are never dropped: every request gets exactly one answer.
+//! A consequence of any fully bounded transport: two peers that each flood
+//! the other with more requests than its bound while neither reads its
+//! answers can stall each other; a host and an agent keep a handful in
+//! flight. Outgoing lines over [`PeerConfig::max_outgoing_bytes`] (the
+//! limit the peer announced) are never written: requests and notifications
+//! fail with [`RpcError::MessageTooLarge`], an answer becomes a `-32603`
+//! error saying so. The rules in one place: `src/reader.rs`.
 //!
 //! **Outgoing.** [`Peer::request`] and [`Peer::notify`] serialize their params at
 //! the call, then wait for room in the writer's queue, bounded by
@@ -141,17 +156,22 @@
 pub mod framing;
 pub mod message;
 
+mod config;
+mod dispatcher;
 mod error;
 mod id;
 mod peer;
+mod reader;
 mod router;
+mod writer;
 
+pub use config::{
+    DEFAULT_MAX_INCOMING_REQUESTS, DEFAULT_MAX_LINE_BYTES, INVALID_EXCERPT_BYTES, InvalidInput,
+    InvalidInputHook, PeerConfig, RequestOptions,
+};
 pub use error::{ErrorObject, RpcError, codes};
 pub use id::Id;
-pub use peer::{
-    CloseReason, Connection, DEFAULT_MAX_LINE_BYTES, INVALID_EXCERPT_BYTES, InvalidInput, InvalidInputHook,
-    Peer, PeerConfig, RequestOptions,
-};
+pub use peer::{CloseReason, Connection, Peer};
 pub use router::{RequestContext, Router};
 pub use serde_json::value::RawValue;
 pub use tokio_util::sync::CancellationToken;

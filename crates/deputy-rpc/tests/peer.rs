@@ -258,6 +258,14 @@ async fn eof_fails_pending_requests_at_once_but_the_write_side_stays_open() {
         raw.json().await;
     }
     raw.eof().await; // EOF for the peer's reader
+    // No answer can come: the peer is told, one `$/cancelRequest` per call.
+    let mut cancelled: Vec<i64> = Vec::new();
+    for _ in 0..5 {
+        let v = raw.json().await;
+        assert_eq!(v["method"], "$/cancelRequest", "{v}");
+        cancelled.push(v["params"]["id"].as_i64().unwrap());
+    }
+    assert_eq!(cancelled, vec![1, 2, 3, 4, 5]);
     for call in calls {
         match call.await.unwrap() {
             Err(e @ RpcError::ConnectionClosed { .. }) => {
@@ -529,11 +537,13 @@ async fn bom_crlf_and_blank_lines_are_tolerated() {
 }
 
 #[tokio::test]
-async fn the_reader_never_waits_for_a_stalled_writer() {
-    // The raw side never reads our answers: the pipe and the queue fill up.
+async fn a_peer_that_does_not_read_is_slowed_down_and_every_request_is_answered() {
+    // The raw side does not read our answers at first: the queue and the
+    // pipe fill up, and then the reader must stop reading (backpressure)
+    // rather than drop answers.
     let (x, y) = tokio::io::duplex(512);
     let (xr, xw) = tokio::io::split(x);
-    let (_yr, mut yw) = tokio::io::split(y);
+    let (yr, mut yw) = tokio::io::split(y);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut r = Router::new();
     r.notification("n", move |v: u32| {
@@ -556,8 +566,34 @@ async fn the_reader_never_waits_for_a_stalled_writer() {
         yw.write_all(b"{\"method\":\"n\",\"params\":1}\n").await.unwrap();
         yw
     });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the reader kept reading while its answers could not be written");
+    assert!(rx.try_recv().is_err(), "the notification was read past unanswered requests");
+    use tokio::io::AsyncBufReadExt as _;
+    // Now read: every line gets exactly one answer, in order, then the
+    // notification is handled.
+    let mut lines = tokio::io::BufReader::new(yr).lines();
+    for i in 0..2000 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an answer is missing")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if i % 2 == 0 {
+            assert_eq!(
+                (v["id"].clone(), v["error"]["code"].clone()),
+                (Value::Null, json!(codes::PARSE_ERROR))
+            );
+        } else {
+            assert_eq!(
+                (v["id"].clone(), v["error"]["code"].clone()),
+                (json!(i), json!(codes::METHOD_NOT_FOUND))
+            );
+        }
+    }
     let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-    assert_eq!(got.expect("the reader got stuck behind the writer"), Some(1));
+    assert_eq!(got.expect("the notification never came"), Some(1));
     let _yw = writer.await.unwrap();
 }
 

@@ -77,18 +77,33 @@ async fn ten_thousand_interleaved_requests_each_way() {
             // Small queues so backpressure paths are exercised too.
             outgoing_capacity: 64,
             notification_capacity: 16,
+            // Both sides flood requests at once and each waits for the other
+            // to read its answers: with both in-flight bounds reached, both
+            // readers would wait on each other (see "Flow control" in the
+            // crate docs). Room for every request keeps this a test of
+            // matching, not of that limit (`flow.rs` tests the bound).
+            max_incoming_requests: 2 * N as usize,
             ..PeerConfig::default()
         },
     );
     let (ta, tb) = (tokio::spawn(hammer(a.clone(), "a", "b")), tokio::spawn(hammer(b.clone(), "b", "a")));
     ta.await.unwrap();
     tb.await.unwrap();
+    // A sent notification is only queued: wait until each side handled all
+    // of the other's before closing (`close` drops undelivered ones).
+    let start = std::time::Instant::now();
+    while (ticks_a.load(Ordering::SeqCst) != 1000 || ticks_b.load(Ordering::SeqCst) != 1000)
+        && start.elapsed() < std::time::Duration::from_secs(10)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     a.close();
     assert!(matches!(conn_a.wait().await, deputy_rpc::CloseReason::Closed));
     // `b` reads EOF; its write side closes when its last handle goes.
     b.read_closed().await;
     drop(b);
-    assert!(matches!(conn_b.wait().await, deputy_rpc::CloseReason::Eof));
+    let reason = conn_b.wait().await;
+    assert!(matches!(reason, deputy_rpc::CloseReason::Eof), "{reason:?}");
     assert_eq!(ticks_a.load(Ordering::SeqCst), 1000);
     assert_eq!(ticks_b.load(Ordering::SeqCst), 1000);
 }
