@@ -108,7 +108,7 @@ mod turn;
 pub mod util;
 
 pub use config::{AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, default_home, init_logging, prepare_home};
-pub use server::{run_stdio, serve};
+pub use server::{run_stdio, serve, serve_until};
 
 /// The brains this agent has, by name, as advertised in `initialize`.
 /// `openai:*` stands for `openai:MODEL`, any model of an OpenAI-compatible
