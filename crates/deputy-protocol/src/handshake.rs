@@ -113,8 +113,9 @@ pub enum ApprovalPolicy {
     /// Ask before every command and every patch (the default for a sub-agent).
     #[default]
     AskAlways,
-    /// Ask unless the command is a known read-only one (`ls`, `cat`, `grep`,
-    /// `git status`, …); patches are always asked.
+    /// Ask unless the command is a known read-only one, by bare name from
+    /// the system `PATH` (`ls`, `cat`, `grep`, …; never a path, never `git`);
+    /// patches are always asked.
     AskUnlessReadOnly,
     /// Never ask: every tool call runs. An explicit opt-in.
     NeverAsk,

@@ -37,8 +37,11 @@ pub struct SubmitResult {
 pub enum Op {
     /// Start a turn with this input.
     UserInput { items: Vec<InputItem> },
-    /// Abort the running turn (no-op when idle): commands are killed, pending
-    /// approvals cancelled, and the turn ends with `turn_aborted`.
+    /// Abort the running turn (no-op when idle) and cancel the inputs queued
+    /// behind it: commands are killed (each still gets its
+    /// `exec_command_end`, `interrupted: true`), pending approvals cancelled,
+    /// and the turn ends with `turn_aborted`. A `user_input` sent after it
+    /// starts once that `turn_aborted` was written.
     Interrupt,
     /// Abort any turn, flush the rollout, emit `shutdown_complete`, exit 0.
     Shutdown,
