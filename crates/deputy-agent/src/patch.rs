@@ -1006,6 +1006,52 @@ mod tests {
     }
 
     #[test]
+    fn inapplicable_patches_fail_before_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("exists.txt"), "old\n").unwrap();
+        fs::write(d.join("file"), "f\n").unwrap();
+        fs::write(d.join("src.txt"), "s\n").unwrap();
+        let r = roots(d);
+        let refused = |text: &str| prepare(&parse(text).unwrap(), d, &r).unwrap_err().0;
+        let e = refused("*** Begin Patch\n*** Add File: exists.txt\n+new\n*** End Patch");
+        assert!(e.contains("already exists"), "{e}");
+        let e = refused("*** Begin Patch\n*** Add File: file/x/y\n+new\n*** End Patch");
+        assert!(e.contains("not a directory"), "{e}");
+        let e = refused(
+            "*** Begin Patch\n*** Update File: src.txt\n*** Move to: exists.txt\n@@\n-s\n+S\n*** End Patch",
+        );
+        assert!(e.contains("already exists"), "{e}");
+        let e = refused("*** Begin Patch\n*** Add File: a\n+1\n*** Add File: a/b\n+2\n*** End Patch");
+        assert!(e.contains("inside the other"), "{e}");
+        assert_eq!(fs::read_to_string(d.join("exists.txt")).unwrap(), "old\n");
+    }
+
+    #[test]
+    fn outside_paths_are_listed_and_the_grant_is_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let root = base.join("root");
+        fs::create_dir_all(base.join("a")).unwrap();
+        fs::create_dir_all(base.join("b")).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        let r = roots(&root);
+        let p = parse("*** Begin Patch\n*** Add File: ../a/1\n+1\n*** Add File: ../a/2\n+2\n*** End Patch")
+            .unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert_eq!(prep.outside, [base.join("a/1"), base.join("a/2")]);
+        assert_eq!(prep.grant_root.as_deref(), Some(base.join("a").as_path()));
+        let p = parse("*** Begin Patch\n*** Add File: ../a/1\n+1\n*** Add File: ../b/2\n+2\n*** End Patch")
+            .unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert_eq!(prep.outside.len(), 2);
+        assert_eq!(prep.grant_root, None, "never the common parent of two directories");
+        let p = parse("*** Begin Patch\n*** Add File: inside.txt\n+1\n*** End Patch").unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert!(prep.outside.is_empty() && prep.grant_root.is_none());
+    }
+
+    #[test]
     fn duplicate_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = parse("*** Begin Patch\n*** Add File: a\n+1\n*** Add File: ./a\n+2\n*** End Patch").unwrap();

@@ -303,3 +303,29 @@ pub struct ApprovalResult {
 pub struct CancelRequestParams {
     pub id: RequestId,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capping_cuts_at_a_character_and_keeps_the_total() {
+        // 'é' is two bytes: a cut at an odd byte moves back to the boundary.
+        let text = "é".repeat(FileChange::SHOWN_BYTES_PER_CHANGE);
+        let capped = FileChange::delete(text.clone()).capped(FileChange::SHOWN_BYTES_PER_CHANGE - 1);
+        assert!(capped.is_truncated());
+        assert_eq!(capped.text().len(), FileChange::SHOWN_BYTES_PER_CHANGE - 2);
+        assert!(matches!(capped, FileChange::Delete { total_bytes: Some(n), .. } if n == text.len() as u64));
+        let small = FileChange::add("hi\n");
+        assert_eq!(small.capped(10), small);
+        // The whole message stays within its budget; changes past it show nothing.
+        let big = "x".repeat(FileChange::SHOWN_BYTES_PER_CHANGE * 2);
+        let changes: BTreeMap<String, FileChange> =
+            (0..20).map(|i| (format!("f{i:02}"), FileChange::add(big.clone()))).collect();
+        let shown = FileChange::cap_all(&changes);
+        let total: usize = shown.values().map(|c| c.text().len()).sum();
+        assert_eq!(total, FileChange::SHOWN_BYTES_PER_PATCH);
+        assert!(shown.values().all(FileChange::is_truncated));
+        assert_eq!(shown["f19"].text(), "");
+    }
+}
