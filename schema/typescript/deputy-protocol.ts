@@ -209,7 +209,8 @@ changes: { [key in string]: FileChange }, reason?: string,
 /**
  * Every path this patch writes (adds, updates, deletes or moves to)
  * outside the workspace (the session's cwd and writable roots), absolute,
- * with symlinks resolved: where the write really lands. Empty (and
+ * with its directories' symlinks resolved: where the write really lands
+ * (a symlink as the last component is replaced, not followed). Empty (and
  * omitted) for a patch that stays inside. A host must show these to the
  * person as a separate decision: approving the patch approves them.
  */

@@ -342,7 +342,13 @@ impl WritableRoots {
     /// Checks an absolute, normalised path.
     pub fn check(&self, path: &Path) -> PathCheck {
         if !self.lexically_inside(path) {
-            let real = real_path(path).unwrap_or_else(|dangling| dangling);
+            // Where the write lands: the directories' symlinks are followed,
+            // the last component's is not (a rename or unlink replaces or
+            // removes the link itself).
+            let real = match (path.parent(), path.file_name()) {
+                (Some(dir), Some(name)) => real_path(dir).unwrap_or_else(|dangling| dangling).join(name),
+                _ => path.to_path_buf(),
+            };
             return PathCheck::Outside { real };
         }
         match real_path(path) {
