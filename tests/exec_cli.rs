@@ -298,3 +298,51 @@ fn ctrl_c_cancels_and_leaves_no_process_behind() {
     assert!(wait_until(Duration::from_secs(2), || tree.iter().all(|&p| !alive(p))), "left behind: {tree:?}");
     eprintln!("ctrl-c to exit: {elapsed:?}");
 }
+
+/// `--approve patch` (and `all`) used to approve a patch writing anywhere
+/// (`../x`, `~/.bashrc`) and print only "✓ patch applied". Leaving the
+/// workspace needs `--allow-outside-cwd`, and is announced when it happens.
+#[test]
+fn approve_patch_does_not_cover_writes_outside_the_workspace() {
+    let home = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let outside = root.path().join("outside.txt");
+    let patch = "*** Begin Patch\n*** Add File: ../outside.txt\n+x\n*** End Patch";
+    for mode in ["patch", "all"] {
+        let out = deputy(home.path())
+            .args(["exec", "--approve", mode, "--cwd"])
+            .arg(&work)
+            .arg(patch)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("outside the workspace") && stderr.contains("--allow-outside-cwd"),
+            "{stderr}"
+        );
+        assert!(!outside.exists(), "--approve {mode} wrote outside the workspace");
+    }
+    let out = deputy(home.path())
+        .args(["exec", "--approve", "patch", "--allow-outside-cwd", "--cwd"])
+        .arg(&work)
+        .arg(patch)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning:") && stderr.contains("OUTSIDE the workspace"), "{stderr}");
+    assert!(stderr.contains(&outside.canonicalize().unwrap().display().to_string()), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x\n");
+    // A patch inside the workspace is still approved by --approve patch alone.
+    deputy(home.path())
+        .args(["exec", "--approve", "patch", "--cwd"])
+        .arg(&work)
+        .arg("*** Begin Patch\n*** Add File: inside.txt\n+y\n*** End Patch")
+        .assert()
+        .success()
+        .stdout(contains("patch applied"));
+    assert!(work.join("inside.txt").exists());
+}

@@ -93,6 +93,8 @@ timeout_ms?: number,
  */
 keep_secret_env?: boolean, };
 
+export type OnBusy = "reject" | "queue" | "replace";
+
 export type SessionStartParams = { 
 /**
  * The session's working directory: commands run here and patches are
@@ -106,7 +108,14 @@ model?: ModelSelection,
 /**
  * Directories, besides `cwd`, that patches may write to.
  */
-writable_roots?: Array<string>, exec?: ExecSettings, _meta?: JsonValue, };
+writable_roots?: Array<string>, exec?: ExecSettings, 
+/**
+ * What a `user_input` does while a turn runs (default `reject`). Whatever
+ * this says, a `user_input` that arrives after the running turn was told
+ * to stop (an `interrupt`) waits for that turn's `turn_aborted` and then
+ * starts: it is never rejected.
+ */
+on_busy?: OnBusy, _meta?: JsonValue, };
 
 export type SessionStartResult = { session_id: string, 
 /**
@@ -158,7 +167,18 @@ output: string,
 /**
  * True when `output` was cut.
  */
-truncated: boolean, timed_out: boolean, } | { "type": "patch_apply_begin", call_id: string, turn_id: string, 
+truncated: boolean, 
+/**
+ * The timeout killed it (`exit_code` is then 137: SIGKILL).
+ */
+timed_out: boolean, 
+/**
+ * The turn was aborted (interrupt, `abort` answer, replace, shutdown,
+ * end of input, SIGTERM) while it ran, so the agent killed it;
+ * `exit_code` is then 137 (128 + SIGKILL) and `output` is what it
+ * wrote until then. Sent before the turn's `turn_aborted`.
+ */
+interrupted: boolean, } | { "type": "patch_apply_begin", call_id: string, turn_id: string, 
 /**
  * True when no approval was asked (policy or session grant).
  */
@@ -193,12 +213,33 @@ export type PatchApprovalParams = { call_id: string, turn_id: string,
  */
 changes: { [key in string]: FileChange }, reason?: string, 
 /**
- * Set when the patch writes outside the session's writable roots: an
- * approval also grants writes under this directory for the session.
+ * Every path this patch writes (adds, updates, deletes or moves to)
+ * outside the workspace (the session's cwd and writable roots), absolute,
+ * with its directories' symlinks resolved: where the write really lands
+ * (a symlink as the last component is replaced, not followed). Empty (and
+ * omitted) for a patch that stays inside. A host must show these to the
+ * person as a separate decision: approving the patch approves them.
+ */
+outside_workspace?: Array<string>, 
+/**
+ * Set when `outside_workspace` is not empty and all of it lies in one
+ * directory: that directory, exactly (the smallest grant that covers the
+ * patch). Only `approved_for_session` grants it (writes under it join
+ * the workspace for the rest of the session); `approved` applies this
+ * patch and grants nothing. Absent when the outside paths lie in several
+ * directories: then nothing outside is ever granted for the session.
  */
 grant_root?: string, };
 
-export type FileChange = { "type": "add", content: string, } | { "type": "delete", content: string, } | { "type": "update", unified_diff: string, move_path?: string, };
+export type FileChange = { "type": "add", content: string, 
+/**
+ * `content` was cut (see the type's docs).
+ */
+truncated?: boolean, 
+/**
+ * When `truncated`: the size in bytes of the whole content.
+ */
+total_bytes?: number, } | { "type": "delete", content: string, truncated?: boolean, total_bytes?: number, } | { "type": "update", unified_diff: string, move_path?: string, truncated?: boolean, total_bytes?: number, };
 
 export type ReviewDecision = "approved" | "approved_for_session" | "denied" | "abort";
 

@@ -28,6 +28,10 @@ pub enum ApproveMode {
 /// The command line's approver.
 pub struct CliApprover {
     mode: Option<ApproveMode>,
+    /// `--allow-outside-cwd`: `--approve patch|all` also approves patches
+    /// that write outside the workspace (each with a warning line). Without
+    /// it such patches are denied: leaving the workspace is never implied.
+    allow_outside: bool,
     /// Whether a person can be asked (stdin and stderr are terminals).
     interactive: bool,
     renderer: Arc<Renderer>,
@@ -40,10 +44,11 @@ pub struct CliApprover {
 }
 
 impl CliApprover {
-    pub fn new(mode: Option<ApproveMode>, renderer: Arc<Renderer>) -> Arc<CliApprover> {
+    pub fn new(mode: Option<ApproveMode>, allow_outside: bool, renderer: Arc<Renderer>) -> Arc<CliApprover> {
         let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
         Arc::new(CliApprover {
             mode,
+            allow_outside,
             interactive,
             renderer,
             prompt: tokio::sync::Mutex::new(()),
@@ -131,10 +136,18 @@ fn describe_exec(p: &ExecApprovalParams) -> String {
 fn describe_patch(p: &PatchApprovalParams) -> String {
     let files: Vec<&str> = p.changes.keys().map(String::as_str).collect();
     let mut what = format!("a patch to {}", files.join(", "));
-    if let Some(root) = &p.grant_root {
-        what.push_str(&format!(" (also granting writes under {})", root.display()));
+    if !p.outside_workspace.is_empty() {
+        what.push_str(&format!(" that WRITES OUTSIDE THE WORKSPACE: {}", outside_list(p)));
+        match &p.grant_root {
+            Some(root) => what.push_str(&format!(" ([a]lways also allows writes under {})", root.display())),
+            None => what.push_str(" ([a]lways grants nothing outside)"),
+        }
     }
     what
+}
+
+fn outside_list(p: &PatchApprovalParams) -> String {
+    p.outside_workspace.iter().map(|o| o.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 #[async_trait]
@@ -148,6 +161,24 @@ impl Approver for CliApprover {
 
     async fn approve_patch(&self, params: PatchApprovalParams, cx: ApprovalContext) -> ReviewDecision {
         self.renderer.patch_preview(&params.changes);
+        let automatic = matches!(self.mode, Some(ApproveMode::Patch | ApproveMode::All));
+        if automatic && !params.outside_workspace.is_empty() {
+            // `--approve` speaks for the workspace only; a write outside it
+            // needs its own say-so, and is never granted for the session.
+            if !self.allow_outside {
+                self.renderer.note(&format!(
+                    "denied a patch that writes outside the workspace ({}): --approve does not cover that; \
+                     pass --allow-outside-cwd to allow it",
+                    outside_list(&params)
+                ));
+                return ReviewDecision::Denied;
+            }
+            self.renderer.warning(&format!(
+                "approving a patch that writes OUTSIDE the workspace (--allow-outside-cwd): {}",
+                outside_list(&params)
+            ));
+            return ReviewDecision::Approved;
+        }
         self.decide(false, describe_patch(&params), &cx).await
     }
 }

@@ -32,6 +32,12 @@ pub struct ChatArgs {
     #[arg(long, value_enum, value_name = "WHAT")]
     pub approve: Option<ApproveMode>,
 
+    /// With --approve patch|all, also approve patches that write outside the
+    /// working directory and the writable roots (each once, with a warning).
+    /// Without it those are denied.
+    #[arg(long)]
+    pub allow_outside_cwd: bool,
+
     #[command(flatten)]
     pub agent: AgentArgs,
 
@@ -105,7 +111,7 @@ pub async fn run(args: ChatArgs) -> i32 {
     let config = ConversationConfig::new(session)
         .client_info("deputy-chat", Some(env!("CARGO_PKG_VERSION").into()))
         .event_filter(EventFilter::All);
-    let approver = CliApprover::new(args.approve, Arc::clone(&renderer));
+    let approver = CliApprover::new(args.approve, args.allow_outside_cwd, Arc::clone(&renderer));
     let cancel = CancellationToken::new();
     let interrupts = super::Interrupts::install();
 

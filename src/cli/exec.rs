@@ -45,6 +45,12 @@ pub struct ExecArgs {
     #[arg(long, value_enum, value_name = "WHAT")]
     pub approve: Option<ApproveMode>,
 
+    /// With --approve patch|all, also approve patches that write outside the
+    /// working directory and the writable roots (each once, with a warning).
+    /// Without it those are denied.
+    #[arg(long)]
+    pub allow_outside_cwd: bool,
+
     /// Cancel the turn after this long (e.g. `30s`, `2m`): the agent is asked to
     /// stop and is killed 500 ms later at the latest. Exit status 124.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -100,7 +106,7 @@ pub async fn run(args: ExecArgs) -> i32 {
         ConversationConfig::new(session).client_info("deputy-exec", Some(env!("CARGO_PKG_VERSION").into()));
     // People see streamed deltas; scripts get every event.
     let config = config.event_filter(EventFilter::All);
-    let approver = CliApprover::new(args.approve, Arc::clone(&renderer));
+    let approver = CliApprover::new(args.approve, args.allow_outside_cwd, Arc::clone(&renderer));
     let cancel = CancellationToken::new();
     let mut stop = Stop::Finished;
 

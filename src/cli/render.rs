@@ -112,6 +112,12 @@ impl Renderer {
         self.err_line(&mut self.state(), &text);
     }
 
+    /// A warning (stderr).
+    pub fn warning(&self, text: &str) {
+        let text = format!("{} {text}", self.paint(false, YELLOW.bold(), "warning:"));
+        self.err_line(&mut self.state(), &text);
+    }
+
     /// An error (stderr).
     pub fn error(&self, text: &str) {
         let text = format!("{} {text}", self.paint(false, RED.bold(), "error:"));
@@ -161,21 +167,21 @@ impl Renderer {
         let mut text = String::new();
         for (path, change) in changes {
             match change {
-                FileChange::Add { content } => {
+                FileChange::Add { content, .. } => {
                     text.push_str(&self.paint(true, BOLD, &format!("added {path}\n")));
                     for line in content.lines() {
                         text.push_str(&self.paint(true, GREEN, &format!("+{line}")));
                         text.push('\n');
                     }
                 }
-                FileChange::Delete { content } => {
+                FileChange::Delete { content, .. } => {
                     text.push_str(&self.paint(true, BOLD, &format!("deleted {path}\n")));
                     for line in content.lines() {
                         text.push_str(&self.paint(true, RED, &format!("-{line}")));
                         text.push('\n');
                     }
                 }
-                FileChange::Update { unified_diff, move_path } => {
+                FileChange::Update { unified_diff, move_path, .. } => {
                     let title = match move_path {
                         Some(to) => format!("updated {path} → {}\n", to.display()),
                         None => format!("updated {path}\n"),
@@ -195,6 +201,13 @@ impl Renderer {
                         text.push('\n');
                     }
                 }
+            }
+            if let FileChange::Add { truncated: true, total_bytes, .. }
+            | FileChange::Delete { truncated: true, total_bytes, .. }
+            | FileChange::Update { truncated: true, total_bytes, .. } = change
+            {
+                let total = total_bytes.map(|b| format!(" of {b} bytes")).unwrap_or_default();
+                text.push_str(&self.paint(true, DIM, &format!("[… cut: only the start{total} is shown]\n")));
             }
         }
         let mut state = self.state();
@@ -251,7 +264,15 @@ impl Renderer {
                 let text = self.paint(true, DIM, chunk);
                 self.out(&mut state, &text);
             }
-            EventMsg::ExecCommandEnd { call_id, exit_code, duration_ms, output, timed_out, .. } => {
+            EventMsg::ExecCommandEnd {
+                call_id,
+                exit_code,
+                duration_ms,
+                output,
+                timed_out,
+                interrupted,
+                ..
+            } => {
                 let streamed = match state.streamed_output.iter().position(|c| c == call_id) {
                     Some(i) => {
                         state.streamed_output.swap_remove(i);
@@ -268,6 +289,9 @@ impl Renderer {
                 let mut status = format!("{mark} exit {exit_code} ({duration_ms} ms)");
                 if *timed_out {
                     status.push_str(", timed out");
+                }
+                if *interrupted {
+                    status.push_str(", killed: the turn was aborted");
                 }
                 let line = format!("{}\n", self.paint(true, style, &status));
                 self.out(&mut state, &line);

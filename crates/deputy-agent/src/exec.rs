@@ -26,7 +26,9 @@
 //!   [`OUTPUT_TAIL_BYTES`] with a marker between.
 //! - On timeout the group is killed and the result says `timed_out`. A killed
 //!   command's exit code is 128 + the signal number; one that could not be
-//!   started reports -1 and the reason as its output.
+//!   started reports -1 and the reason as its output. A run cancelled by a
+//!   turn abort returns nothing: the turn reports that command's end itself
+//!   (`interrupted`, exit code 137), from its own copy of the output.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -345,16 +347,17 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Head + tail capture of the interleaved output.
-#[derive(Default)]
-struct Capture {
+/// Head + tail capture of the interleaved output (also kept by the turn, so
+/// a command killed by an abort still reports what it wrote).
+#[derive(Debug, Default)]
+pub struct Capture {
     head: Vec<u8>,
     tail: VecDeque<u8>,
     total: usize,
 }
 
 impl Capture {
-    fn push(&mut self, mut data: &[u8]) {
+    pub fn push(&mut self, mut data: &[u8]) {
         self.total += data.len();
         if self.head.len() < OUTPUT_HEAD_BYTES {
             let n = data.len().min(OUTPUT_HEAD_BYTES - self.head.len());
@@ -371,7 +374,8 @@ impl Capture {
         }
     }
 
-    fn finish(self) -> (String, bool) {
+    /// The captured text and whether some of it was cut.
+    pub fn finish(self) -> (String, bool) {
         let kept = self.head.len() + self.tail.len();
         let mut tail: Vec<u8> = self.tail.into();
         if kept == self.total {

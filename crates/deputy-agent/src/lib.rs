@@ -42,6 +42,11 @@
 //!   to the rollout, emits `task_complete`/`turn_aborted`, then fsyncs. Since
 //!   the turn is cleared before the next submission is looked at, a
 //!   `user_input` sent after the turn's last event never sees `-32014`.
+//!   Neither does one sent after an `interrupt`: the actor queues inputs that
+//!   arrive while the turn is stopping (or, with `on_busy: queue|replace`,
+//!   while it runs) and starts the next one when it ends the previous turn.
+//!   When a turn is aborted, the tool calls it cut short get their end events
+//!   (`exec_command_end` with `interrupted`) before `turn_aborted`.
 //! - **Turn task** (`turn.rs`): calls the [`model::Model`] in a loop, turning
 //!   its stream into events, recording conversation items, and running the
 //!   tool calls of each response. Approvals of one response are asked **at
@@ -108,7 +113,7 @@ mod turn;
 pub mod util;
 
 pub use config::{AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, default_home, init_logging, prepare_home};
-pub use server::{run_stdio, serve};
+pub use server::{run_stdio, serve, serve_until};
 
 /// The brains this agent has, by name, as advertised in `initialize`.
 /// `openai:*` stands for `openai:MODEL`, any model of an OpenAI-compatible

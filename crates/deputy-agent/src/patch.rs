@@ -17,7 +17,9 @@
 //! ```
 //!
 //! - `*** Add File: P` is followed by the new file's lines, each prefixed `+`
-//!   (none for an empty file). An existing file is replaced.
+//!   (none for an empty file). `P` must not exist (Codex semantics: an add
+//!   over an existing file is an invalid patch, refused without asking, so an
+//!   approval shown as "add" never replaces anything).
 //! - `*** Delete File: P` removes a regular file.
 //! - `*** Update File: P`, optionally `*** Move to: Q`, then chunks. A chunk
 //!   starts with `@@` (optionally `@@ TEXT`: the chunk is searched after the
@@ -27,16 +29,23 @@
 //!   Chunks are located in order, each after the previous one: first exactly,
 //!   then ignoring trailing whitespace, then ignoring surrounding whitespace.
 //!   A chunk with no context and no removed line appends at the end of the
-//!   file (after the `@@ TEXT` line if it has one).
-//! - A path appears at most once per patch (as a source or a move target).
+//!   file (after the `@@ TEXT` line if it has one). A `*** Move to: Q` target
+//!   must not exist either.
+//! - A path appears at most once per patch (as a source or a move target),
+//!   and no written path lies under another written path.
+//! - Every new file's directory must be creatable: its nearest existing
+//!   ancestor must be a directory.
 //!
 //! **Paths.** Relative paths resolve against the session's cwd and are
 //! normalised lexically (`a/../b` is `b`). A path is inside when it is under
 //! one of the writable roots (cwd, `writable_roots`, roots granted during the
-//! session); otherwise it is *outside* and may only be written after an
-//! approval that carried a `grant_root` covering it. A path that is inside
-//! lexically but resolves through a symlink to somewhere outside is refused
-//! outright (never offered as a grant).
+//! session); otherwise it is *outside*: the patch lists it (symlinks resolved)
+//! in [`PreparedPatch::outside`], and it is written only after an approval of
+//! that very patch. [`PreparedPatch::grant_root`] is the one directory holding
+//! every outside path, when there is one (the smallest grant: never an
+//! ancestor shared by two directories). A path that is inside lexically but
+//! resolves through a symlink to somewhere outside is refused outright (never
+//! offered as a grant).
 //!
 //! **All or nothing.** Every new content is computed in memory first; then each
 //! is written to a temporary file beside its target; then the temporaries are
@@ -296,8 +305,10 @@ pub struct WritableRoots {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathCheck {
     Inside,
-    /// Outside every root (may be granted).
-    Outside,
+    /// Outside every root (may be approved); `real` has symlinks resolved.
+    Outside {
+        real: PathBuf,
+    },
     /// Inside lexically, but a symlink leads outside (never granted).
     SymlinkEscape {
         real: PathBuf,
@@ -331,7 +342,14 @@ impl WritableRoots {
     /// Checks an absolute, normalised path.
     pub fn check(&self, path: &Path) -> PathCheck {
         if !self.lexically_inside(path) {
-            return PathCheck::Outside;
+            // Where the write lands: the directories' symlinks are followed,
+            // the last component's is not (a rename or unlink replaces or
+            // removes the link itself).
+            let real = match (path.parent(), path.file_name()) {
+                (Some(dir), Some(name)) => real_path(dir).unwrap_or_else(|dangling| dangling).join(name),
+                _ => path.to_path_buf(),
+            };
+            return PathCheck::Outside { real };
         }
         match real_path(path) {
             Ok(real) => {
@@ -377,26 +395,13 @@ fn real_path(path: &Path) -> Result<PathBuf, PathBuf> {
     }
 }
 
-/// The deepest directory containing every path.
-fn common_dir(paths: &[PathBuf]) -> PathBuf {
-    let mut common: Option<PathBuf> = None;
-    for p in paths {
-        let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-        common = Some(match common {
-            None => dir,
-            Some(c) => {
-                let mut out = PathBuf::new();
-                for (a, b) in c.components().zip(dir.components()) {
-                    if a != b {
-                        break;
-                    }
-                    out.push(a.as_os_str());
-                }
-                out
-            }
-        });
-    }
-    common.unwrap_or_else(|| PathBuf::from("/"))
+/// The directory that holds every path, when they all share one parent; a
+/// common ancestor further up would grant more than the patch writes.
+fn single_dir(paths: &[PathBuf]) -> Option<PathBuf> {
+    let mut dirs =
+        paths.iter().map(|p| p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/")));
+    let first = dirs.next()?;
+    dirs.all(|d| d == first).then_some(first)
 }
 
 // ---------------------------------------------------------------------------
@@ -420,8 +425,11 @@ pub struct PreparedPatch {
     pub ops: Vec<FileOp>,
     /// Every absolute path touched (sources and move targets).
     pub files: Vec<PathBuf>,
-    /// The directory to offer as `grant_root` when some path is outside the
-    /// writable roots.
+    /// The paths written outside the writable roots (symlinks resolved,
+    /// sorted): what `outside_workspace` shows.
+    pub outside: Vec<PathBuf>,
+    /// The one directory holding every outside path, when there is one:
+    /// what `approved_for_session` may grant.
     pub grant_root: Option<PathBuf>,
     /// `A path`/`M path`/`D path` lines, for the tool's output.
     pub summary: String,
@@ -488,7 +496,7 @@ pub fn prepare(patch: &Patch, cwd: &Path, roots: &WritableRoots) -> Result<Prepa
         }
         match roots.check(abs) {
             PathCheck::Inside => {}
-            PathCheck::Outside => outside.push(abs.clone()),
+            PathCheck::Outside { real } => outside.push(real),
             PathCheck::SymlinkEscape { real } => {
                 return Err(PatchError(format!(
                     "refused: {shown} resolves through a symlink to {}, outside the writable roots",
@@ -506,16 +514,19 @@ pub fn prepare(patch: &Patch, cwd: &Path, roots: &WritableRoots) -> Result<Prepa
         touch(&shown, &abs)?;
         match hunk {
             Hunk::Add { content, .. } => {
-                if abs.is_dir() {
-                    return Err(PatchError(format!("cannot add {shown}: it is a directory")));
+                if fs::symlink_metadata(&abs).is_ok() {
+                    return Err(PatchError(format!(
+                        "cannot add {shown}: it already exists (use `*** Update File` to change it)"
+                    )));
                 }
-                changes.insert(shown.clone(), FileChange::Add { content: content.clone() });
+                check_creatable(&abs, &shown)?;
+                changes.insert(shown.clone(), FileChange::add(content.clone()));
                 ops.push(FileOp::Write { path: abs, content: content.clone() });
                 let _ = writeln!(summary, "A {shown}");
             }
             Hunk::Delete { .. } => {
                 let content = read_regular(&abs, &shown, "delete")?;
-                changes.insert(shown.clone(), FileChange::Delete { content });
+                changes.insert(shown.clone(), FileChange::delete(content));
                 ops.push(FileOp::Delete { path: abs });
                 let _ = writeln!(summary, "D {shown}");
             }
@@ -529,11 +540,12 @@ pub fn prepare(patch: &Patch, cwd: &Path, roots: &WritableRoots) -> Result<Prepa
                         let to_abs = resolve_path(cwd, to);
                         if to_abs != abs {
                             touch(&to_shown, &to_abs)?;
-                            if to_abs.is_dir() {
+                            if fs::symlink_metadata(&to_abs).is_ok() {
                                 return Err(PatchError(format!(
-                                    "cannot move {shown} to {to_shown}: a directory"
+                                    "cannot move {shown} to {to_shown}: it already exists"
                                 )));
                             }
+                            check_creatable(&to_abs, &to_shown)?;
                             ops.push(FileOp::Write { path: to_abs, content: new_content });
                             ops.push(FileOp::Delete { path: abs.clone() });
                             let _ = writeln!(summary, "M {shown} -> {to_shown}");
@@ -550,12 +562,49 @@ pub fn prepare(patch: &Patch, cwd: &Path, roots: &WritableRoots) -> Result<Prepa
                         None
                     }
                 };
-                changes.insert(shown.clone(), FileChange::Update { unified_diff: diff, move_path });
+                changes.insert(shown.clone(), FileChange::update(diff, move_path));
             }
         }
     }
-    let grant_root = if outside.is_empty() { None } else { Some(common_dir(&outside)) };
-    Ok(PreparedPatch { changes, ops, files, grant_root, summary })
+    // A file written under another file the same patch writes cannot apply.
+    let written: HashSet<&Path> = ops
+        .iter()
+        .filter_map(|op| match op {
+            FileOp::Write { path, .. } => Some(path.as_path()),
+            FileOp::Delete { .. } => None,
+        })
+        .collect();
+    for path in &written {
+        if let Some(parent) = path.ancestors().skip(1).find(|a| written.contains(a)) {
+            return Err(PatchError(format!(
+                "cannot write {} and {} in one patch: one is inside the other",
+                parent.display(),
+                path.display()
+            )));
+        }
+    }
+    outside.sort();
+    outside.dedup();
+    let grant_root = single_dir(&outside);
+    Ok(PreparedPatch { changes, ops, files, outside, grant_root, summary })
+}
+
+/// Fails unless the directories of a new file at `abs` can be created: the
+/// nearest existing ancestor must be a directory (following symlinks).
+fn check_creatable(abs: &Path, shown: &str) -> Result<(), PatchError> {
+    for dir in abs.ancestors().skip(1) {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(PatchError(format!(
+                    "cannot create {shown}: {} is not a directory",
+                    dir.display()
+                )));
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(())
 }
 
 fn read_regular(abs: &Path, shown: &str, what: &str) -> Result<String, PatchError> {
@@ -895,7 +944,7 @@ mod tests {
         let prep = prepare(&p, d, &roots(d)).unwrap();
         assert_eq!(prep.grant_root, None);
         assert_eq!(prep.changes.len(), 4);
-        assert_eq!(prep.changes["del.txt"], FileChange::Delete { content: "bye\n".into() });
+        assert_eq!(prep.changes["del.txt"], FileChange::delete("bye\n"));
         assert!(
             matches!(&prep.changes["mv.txt"], FileChange::Update { move_path: Some(p), .. } if p == Path::new("moved/m.txt"))
         );
@@ -926,11 +975,12 @@ mod tests {
         let e = prepare(&p, d, &roots(d)).unwrap_err();
         assert!(e.0.contains("missing.txt"), "{e}");
         assert!(!d.join("a.txt").exists());
-        // A write that fails at staging (parent is a file): nothing changes.
+        // A write that fails at staging (the parent became a file after the
+        // patch was computed): nothing changes.
         let p = parse("*** Begin Patch\n*** Update File: keep.txt\n@@\n-k\n+K\n*** Add File: keep.txt.d/x\n+x\n*** End Patch")
             .unwrap();
-        fs::write(d.join("keep.txt.d"), "file, not dir").unwrap();
         let prep = prepare(&p, d, &roots(d)).unwrap();
+        fs::write(d.join("keep.txt.d"), "file, not dir").unwrap();
         assert!(apply(&prep).is_err());
         assert_eq!(fs::read_to_string(d.join("keep.txt")).unwrap(), "k\n");
     }
@@ -959,6 +1009,52 @@ mod tests {
         r2.add(out.clone());
         let p = parse("*** Begin Patch\n*** Add File: ../outside/x.txt\n+x\n*** End Patch").unwrap();
         assert_eq!(prepare(&p, &root, &r2).unwrap().grant_root, None);
+    }
+
+    #[test]
+    fn inapplicable_patches_fail_before_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("exists.txt"), "old\n").unwrap();
+        fs::write(d.join("file"), "f\n").unwrap();
+        fs::write(d.join("src.txt"), "s\n").unwrap();
+        let r = roots(d);
+        let refused = |text: &str| prepare(&parse(text).unwrap(), d, &r).unwrap_err().0;
+        let e = refused("*** Begin Patch\n*** Add File: exists.txt\n+new\n*** End Patch");
+        assert!(e.contains("already exists"), "{e}");
+        let e = refused("*** Begin Patch\n*** Add File: file/x/y\n+new\n*** End Patch");
+        assert!(e.contains("not a directory"), "{e}");
+        let e = refused(
+            "*** Begin Patch\n*** Update File: src.txt\n*** Move to: exists.txt\n@@\n-s\n+S\n*** End Patch",
+        );
+        assert!(e.contains("already exists"), "{e}");
+        let e = refused("*** Begin Patch\n*** Add File: a\n+1\n*** Add File: a/b\n+2\n*** End Patch");
+        assert!(e.contains("inside the other"), "{e}");
+        assert_eq!(fs::read_to_string(d.join("exists.txt")).unwrap(), "old\n");
+    }
+
+    #[test]
+    fn outside_paths_are_listed_and_the_grant_is_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let root = base.join("root");
+        fs::create_dir_all(base.join("a")).unwrap();
+        fs::create_dir_all(base.join("b")).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        let r = roots(&root);
+        let p = parse("*** Begin Patch\n*** Add File: ../a/1\n+1\n*** Add File: ../a/2\n+2\n*** End Patch")
+            .unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert_eq!(prep.outside, [base.join("a/1"), base.join("a/2")]);
+        assert_eq!(prep.grant_root.as_deref(), Some(base.join("a").as_path()));
+        let p = parse("*** Begin Patch\n*** Add File: ../a/1\n+1\n*** Add File: ../b/2\n+2\n*** End Patch")
+            .unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert_eq!(prep.outside.len(), 2);
+        assert_eq!(prep.grant_root, None, "never the common parent of two directories");
+        let p = parse("*** Begin Patch\n*** Add File: inside.txt\n+1\n*** End Patch").unwrap();
+        let prep = prepare(&p, &root, &r).unwrap();
+        assert!(prep.outside.is_empty() && prep.grant_root.is_none());
     }
 
     #[test]

@@ -263,6 +263,20 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    serve_until(reader, writer, config, std::future::pending()).await
+}
+
+/// [`serve`], and also end like end of input when `stop` resolves (how
+/// `deputy agent` handles SIGTERM and SIGHUP): the running turn is aborted
+/// (`turn_aborted`, reason `shutdown`), its tools are killed, the rollout is
+/// synced and `shutdown_complete` (id `""`) is written; then the agent
+/// returns 0. Requests still unanswered are not waited for.
+pub async fn serve_until<R, W, S>(reader: R, writer: W, config: AgentConfig, stop: S) -> i32
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: std::future::Future<Output = ()> + Send,
+{
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
     let peer_config = config.peer.clone();
     let agent = Arc::new(Agent {
@@ -274,10 +288,12 @@ where
     });
     let (peer, conn) = Peer::serve(reader, writer, router(&agent), peer_config);
     let input_ended = async {
-        // End of input, or stdout is broken (nothing can be delivered any more).
+        // End of input, or stdout is broken (nothing can be delivered any
+        // more), or a signal: `true` when requests read so far are waited for.
         tokio::select! {
-            () = peer.read_closed() => {}
-            () = peer.write_closed() => {}
+            () = peer.read_closed() => true,
+            () = peer.write_closed() => true,
+            () = stop => false,
         }
     };
     let (code, deadline) = tokio::select! {
@@ -292,8 +308,8 @@ where
                 }
             }
         },
-        () = input_ended => {
-            debug!(reason = ?peer.close_reason(), "end of input: shutting down");
+        wait_for_requests = input_ended => {
+            debug!(reason = ?peer.close_reason(), wait_for_requests, "end of input or signal: shutting down");
             if is_hung() {
                 std::future::pending::<()>().await;
             }
@@ -302,7 +318,9 @@ where
             // being handled and their answers can still be written. Let every one
             // be answered (an `interrupt` and a `shutdown` read just before EOF
             // both take effect, in order), then end like `shutdown`.
-            let _ = tokio::time::timeout_at(deadline, agent.wait_idle()).await;
+            if wait_for_requests {
+                let _ = tokio::time::timeout_at(deadline, agent.wait_idle()).await;
+            }
             if let Some(tx) = agent.actor() {
                 // Ignored if a `shutdown` already stopped the actor; either way the
                 // actor is done (turn ended, rollout synced, `shutdown_complete`
@@ -344,7 +362,27 @@ pub fn run_stdio(config: AgentConfig) -> i32 {
     if let Err(e) = crate::exec::adopt_orphans() {
         tracing::warn!(error = %e, "cannot become a child subreaper: a command's daemonised leftovers may survive it");
     }
-    let code = rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), config));
+    let code = rt.block_on(async {
+        // SIGTERM and SIGHUP (a host's polite kill, a closed terminal) end the
+        // session gracefully: the rollout is synced and the host told.
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+                (Ok(mut term), Ok(mut hup)) => {
+                    let which = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = hup.recv() => "SIGHUP",
+                    };
+                    info!(signal = which, "signal: shutting down");
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot handle SIGTERM/SIGHUP; they will kill the agent at once");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        serve_until(tokio::io::stdin(), tokio::io::stdout(), config, stop).await
+    });
     crate::exec::kill_leftovers();
     // The stdin reader may be parked in a blocking read: do not wait for it.
     rt.shutdown_background();

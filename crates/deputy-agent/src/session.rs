@@ -1,6 +1,7 @@
 //! The session: its settings and state, how it starts (`session/start`), and
 //! the actor task that serializes submissions and turn ends.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use deputy_protocol::error_codes as codes;
 use deputy_protocol::{
-    EventMsg, HistorySource, InitialHistory, Op, RolloutItem, SessionMeta, SessionStartParams,
-    SessionStartResult, TokenUsage, TokenUsageInfo, TurnAbortReason, methods,
+    EventMsg, HistorySource, InitialHistory, InputItem, OnBusy, Op, RolloutItem, SessionMeta,
+    SessionStartParams, SessionStartResult, TokenUsage, TokenUsageInfo, TurnAbortReason, methods,
 };
 use deputy_rpc::{CancellationToken, ErrorObject, Peer, RpcError};
 use serde::Serialize;
@@ -69,10 +70,17 @@ pub(crate) struct Session {
     pub roots: Mutex<WritableRoots>,
     pub peer: Peer,
     pub exit_tx: mpsc::UnboundedSender<ExitRequest>,
+    /// What a `user_input` does while a turn runs.
+    pub on_busy: OnBusy,
     rollout: Mutex<Option<RolloutWriter>>,
     history: Mutex<Vec<RolloutItem>>,
     token_usage: Mutex<Option<TokenUsageInfo>>,
-    rollout_failed: AtomicBool,
+    /// Rollout failures already reported, by operation and error kind: each
+    /// kind is told to the host once, not once per item.
+    rollout_failures: Mutex<HashSet<(&'static str, std::io::ErrorKind)>>,
+    /// `warning` messages waiting to be sent before the next event.
+    pending_warnings: Mutex<Vec<String>>,
+    has_pending_warnings: AtomicBool,
 }
 
 impl Session {
@@ -83,6 +91,14 @@ impl Session {
     /// host learns of the gap instead of killing the agent for a line it
     /// cannot read.
     pub async fn emit(&self, id: &str, msg: &EventMsg) -> bool {
+        if self.has_pending_warnings.load(Ordering::Acquire) {
+            self.has_pending_warnings.store(false, Ordering::Release);
+            let warnings = std::mem::take(&mut *lock(&self.pending_warnings));
+            for message in warnings {
+                let warning = EventMsg::Warning { message };
+                let _ = self.peer.notify(methods::EVENT, EventRef { id, msg: &warning }).await;
+            }
+        }
         match self.peer.notify(methods::EVENT, EventRef { id, msg }).await {
             Ok(()) => true,
             Err(RpcError::MessageTooLarge { bytes, limit, .. }) => {
@@ -103,23 +119,38 @@ impl Session {
         lock(&self.history).push(item);
     }
 
-    /// Appends `item` to the rollout only.
+    /// Appends `item` to the rollout only. A failure is logged and, once per
+    /// kind of failure, queued as a `warning` event (sent before the next
+    /// event): a disk that fills up must not go unnoticed.
     pub fn persist(&self, item: &RolloutItem) {
-        if let Some(w) = lock(&self.rollout).as_mut()
-            && let Err(e) = w.write(item)
-            && !self.rollout_failed.swap(true, Ordering::AcqRel)
-        {
-            warn!(error = %e, "cannot write the rollout; the session is no longer persisted");
+        let failed = match lock(&self.rollout).as_mut() {
+            Some(w) => w.write(item).err().map(|e| (e, w.path().to_path_buf())),
+            None => None,
+        };
+        if let Some((e, path)) = failed {
+            self.rollout_failed("write", &e, &path);
         }
+    }
+
+    fn rollout_failed(&self, op: &'static str, e: &std::io::Error, path: &Path) {
+        if !lock(&self.rollout_failures).insert((op, e.kind())) {
+            return;
+        }
+        warn!(error = %e, path = %path.display(), "cannot {op} the rollout");
+        lock(&self.pending_warnings).push(format!(
+            "cannot {op} the rollout {}: {e}; this session may not be fully saved (resume may miss the latest items)",
+            path.display()
+        ));
+        self.has_pending_warnings.store(true, Ordering::Release);
     }
 
     /// `fsync`s the rollout (on a blocking thread).
     pub async fn sync_rollout(&self) {
-        let handle = lock(&self.rollout).as_ref().map(RolloutWriter::sync_handle);
-        if let Some(Ok(file)) = handle {
+        let handle = lock(&self.rollout).as_ref().map(|w| (w.sync_handle(), w.path().to_path_buf()));
+        if let Some((Ok(file), path)) = handle {
             let r = tokio::task::spawn_blocking(move || file.sync_data()).await;
             if let Ok(Err(e)) = r {
-                warn!(error = %e, "cannot sync the rollout");
+                self.rollout_failed("sync", &e, &path);
             }
         }
     }
@@ -308,10 +339,13 @@ pub(crate) fn start(
         roots: Mutex::new(roots),
         peer,
         exit_tx,
+        on_busy: params.on_busy,
         rollout: Mutex::new(Some(writer)),
         history: Mutex::new(items),
         token_usage: Mutex::new(token_usage),
-        rollout_failed: AtomicBool::new(false),
+        rollout_failures: Mutex::new(HashSet::new()),
+        pending_warnings: Mutex::new(Vec::new()),
+        has_pending_warnings: AtomicBool::new(false),
     });
     let configured = EventMsg::SessionConfigured {
         session_id: session_id.clone(),
@@ -355,6 +389,20 @@ impl RunningTurn {
         lock(&self.reason).get_or_insert(reason);
         self.cancel.cancel();
     }
+
+    /// Whether the turn was already told to stop (it ends soon).
+    fn stopping(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// A `user_input` accepted while a turn ran, waiting for its turn.
+struct Queued {
+    id: String,
+    items: Vec<InputItem>,
+    /// Cancelled before it started (interrupt, replace, shutdown): it ends
+    /// with `turn_aborted` and this reason, without `task_started`.
+    cancelled: Option<TurnAbortReason>,
 }
 
 /// Owns the turn state; handles submissions one at a time, and ends turns.
@@ -362,6 +410,9 @@ pub(crate) struct Actor {
     session: Arc<Session>,
     rx: mpsc::UnboundedReceiver<ActorCmd>,
     turn: Option<RunningTurn>,
+    /// Inputs waiting for the running turn to end, in the order received.
+    /// Empty whenever no turn runs.
+    queued: VecDeque<Queued>,
     turns_started: u64,
     /// Replies never sent (after `hang`), kept so their requests stay unanswered.
     parked: Vec<oneshot::Sender<Result<(), ErrorObject>>>,
@@ -370,9 +421,51 @@ pub(crate) struct Actor {
 impl Actor {
     pub fn spawn(session: Arc<Session>) -> mpsc::UnboundedSender<ActorCmd> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let actor = Actor { session, rx, turn: None, turns_started: 0, parked: Vec::new() };
+        let actor =
+            Actor { session, rx, turn: None, queued: VecDeque::new(), turns_started: 0, parked: Vec::new() };
         tokio::spawn(actor.run());
         tx
+    }
+
+    fn start_turn(&mut self, id: String, items: Vec<InputItem>) {
+        self.session.record(RolloutItem::UserInput { turn_id: id.clone(), items });
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        let turn = Turn {
+            session: Arc::clone(&self.session),
+            id: id.clone(),
+            index: self.turns_started,
+            cancel: cancel.clone(),
+            last_message: Mutex::new(None),
+            open: Mutex::new(Vec::new()),
+        };
+        self.turns_started += 1;
+        let join = tokio::spawn(turn.run_until_cancelled(Arc::clone(&reason)));
+        self.turn = Some(RunningTurn { id, cancel, reason, join });
+    }
+
+    /// Cancels every queued input (they end with `turn_aborted` once the
+    /// running turn has ended).
+    fn cancel_queued(&mut self, reason: TurnAbortReason) {
+        for q in &mut self.queued {
+            q.cancelled.get_or_insert(reason);
+        }
+    }
+
+    /// After a turn ended: ends the cancelled inputs at the head of the
+    /// queue, then starts the next one (unless the session is stopping).
+    async fn next_queued(&mut self, stopping: bool) {
+        while let Some(q) = self.queued.pop_front() {
+            let reason = match (q.cancelled, stopping) {
+                (Some(r), _) => r,
+                (None, true) => TurnAbortReason::Shutdown,
+                (None, false) => {
+                    self.start_turn(q.id, q.items);
+                    return;
+                }
+            };
+            self.session.emit(&q.id, &EventMsg::TurnAborted { turn_id: q.id.clone(), reason }).await;
+        }
     }
 
     async fn run(mut self) {
@@ -402,26 +495,35 @@ impl Actor {
         match cmd {
             ActorCmd::Submit { id, op, reply } => match op {
                 Op::UserInput { items } => {
-                    if let Some(t) = &self.turn {
-                        let _ = reply.send(Err(err(
-                            codes::TURN_IN_PROGRESS,
-                            format!("turn `{}` is in progress: interrupt it or wait for it to end", t.id),
-                        )));
-                        return true;
+                    // A turn whose task already returned is over: end it
+                    // first, so this input is not taken for a busy one.
+                    if self.turn.as_ref().is_some_and(|t| t.join.is_finished()) {
+                        let outcome = join_turn(&mut self.turn).await;
+                        self.finish_turn(outcome).await;
                     }
-                    self.session.record(RolloutItem::UserInput { turn_id: id.clone(), items });
-                    let cancel = CancellationToken::new();
-                    let reason = Arc::new(Mutex::new(None));
-                    let turn = Turn {
-                        session: Arc::clone(&self.session),
-                        id: id.clone(),
-                        index: self.turns_started,
-                        cancel: cancel.clone(),
-                        last_message: Mutex::new(None),
+                    let Some(t) = &self.turn else {
+                        self.start_turn(id, items);
+                        let _ = reply.send(Ok(()));
+                        return true;
                     };
-                    self.turns_started += 1;
-                    let join = tokio::spawn(turn.run_until_cancelled(Arc::clone(&reason)));
-                    self.turn = Some(RunningTurn { id, cancel, reason, join });
+                    // Submissions are handled in order: an input after an
+                    // interrupt waits for the aborted turn's `turn_aborted`.
+                    match (t.stopping(), self.session.on_busy) {
+                        (false, OnBusy::Reject) => {
+                            let _ = reply.send(Err(err(
+                                codes::TURN_IN_PROGRESS,
+                                format!("turn `{}` is in progress: interrupt it or wait for it to end", t.id),
+                            )));
+                            return true;
+                        }
+                        (false, OnBusy::Replace) => {
+                            debug!(turn = %t.id, replaced_by = %id, "replace");
+                            t.abort(TurnAbortReason::Replaced);
+                            self.cancel_queued(TurnAbortReason::Replaced);
+                        }
+                        _ => {}
+                    }
+                    self.queued.push_back(Queued { id, items, cancelled: None });
                     let _ = reply.send(Ok(()));
                     true
                 }
@@ -430,6 +532,8 @@ impl Actor {
                         debug!(turn = %t.id, "interrupt");
                         t.abort(TurnAbortReason::Interrupted);
                     }
+                    // Inputs queued before the interrupt are stopped too.
+                    self.cancel_queued(TurnAbortReason::Interrupted);
                     let _ = reply.send(Ok(()));
                     true
                 }
@@ -451,17 +555,26 @@ impl Actor {
         }
     }
 
-    /// Aborts the running turn (if any), waits for it, flushes the rollout.
+    /// Aborts the running turn (if any) and every queued input, waits for
+    /// it, flushes the rollout.
     async fn stop(&mut self, reason: TurnAbortReason) {
+        self.cancel_queued(reason);
         if let Some(t) = &self.turn {
             t.abort(reason);
             let outcome = join_turn(&mut self.turn).await;
-            self.finish_turn(outcome).await;
+            self.end_turn(outcome).await;
         }
+        self.next_queued(true).await;
         self.session.sync_rollout().await;
     }
 
+    /// Ends the turn whose task returned, then starts the next queued input.
     async fn finish_turn(&mut self, outcome: Result<TurnOutcome, tokio::task::JoinError>) {
+        self.end_turn(outcome).await;
+        self.next_queued(false).await;
+    }
+
+    async fn end_turn(&mut self, outcome: Result<TurnOutcome, tokio::task::JoinError>) {
         let Some(turn) = self.turn.take() else { return };
         let session = &self.session;
         let msg = match outcome {

@@ -33,7 +33,37 @@ pub(crate) struct Turn {
     pub cancel: CancellationToken,
     /// The last complete agent message, for `task_complete`.
     pub last_message: Mutex<Option<String>>,
+    /// Tool calls whose begin event was sent and whose end event was not:
+    /// when the turn is aborted, their end events are sent from here, so
+    /// every begin has exactly one end.
+    pub open: Mutex<Vec<OpenCall>>,
 }
+
+/// A tool call between its begin and end events.
+pub(crate) enum OpenCall {
+    Exec {
+        call_id: String,
+        started: std::time::Instant,
+        capture: exec::Capture,
+    },
+    /// The patch was applied (or failed) but its end event was not sent yet.
+    Patch {
+        call_id: String,
+        end: Option<(bool, String, String)>,
+    },
+}
+
+impl OpenCall {
+    fn call_id(&self) -> &str {
+        match self {
+            OpenCall::Exec { call_id, .. } | OpenCall::Patch { call_id, .. } => call_id,
+        }
+    }
+}
+
+/// What a command killed by a turn abort reports as its exit code: 128 +
+/// SIGKILL, the signal the agent kills its process group with.
+pub(crate) const ABORTED_EXIT_CODE: i32 = 128 + 9;
 
 /// The answer to an approval request.
 #[derive(Debug, Clone, Copy)]
@@ -117,13 +147,68 @@ impl Turn {
     /// outcome is the abort reason.
     pub async fn run_until_cancelled(self, reason: Arc<Mutex<Option<TurnAbortReason>>>) -> TurnOutcome {
         let cancel = self.cancel.clone();
-        tokio::select! {
+        // The body is dropped when `select!` returns: its commands are killed
+        // and its approvals withdrawn before the open calls are closed below.
+        let finished = tokio::select! {
             biased;
-            () = cancel.cancelled() => {
-                let r = reason.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(TurnAbortReason::Interrupted);
-                TurnOutcome::Aborted(r)
+            () = cancel.cancelled() => None,
+            outcome = self.run() => Some(outcome),
+        };
+        if let Some(outcome) = finished {
+            return outcome;
+        }
+        self.close_open_calls().await;
+        let r = reason.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(TurnAbortReason::Interrupted);
+        TurnOutcome::Aborted(r)
+    }
+
+    fn open_calls(&self) -> std::sync::MutexGuard<'_, Vec<OpenCall>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close_call(&self, call_id: &str) {
+        self.open_calls().retain(|c| c.call_id() != call_id);
+    }
+
+    /// Sends the end event of every call the abort cut short.
+    async fn close_open_calls(&self) {
+        let open = std::mem::take(&mut *self.open_calls());
+        for call in open {
+            match call {
+                OpenCall::Exec { call_id, started, capture } => {
+                    let (output, truncated) = capture.finish();
+                    self.emit(EventMsg::ExecCommandEnd {
+                        call_id: call_id.clone(),
+                        turn_id: self.id.clone(),
+                        exit_code: ABORTED_EXIT_CODE,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        output: output.clone(),
+                        truncated,
+                        timed_out: false,
+                        interrupted: true,
+                    })
+                    .await;
+                    self.tool_result(
+                        call_id,
+                        false,
+                        format!("exit code: {ABORTED_EXIT_CODE} (killed: the turn was aborted)\n{output}"),
+                    );
+                }
+                OpenCall::Patch { call_id, end } => {
+                    let (success, stdout, stderr) = end.unwrap_or_else(|| {
+                        (false, String::new(), "the turn was aborted before the patch was applied".to_owned())
+                    });
+                    self.emit(EventMsg::PatchApplyEnd {
+                        call_id: call_id.clone(),
+                        turn_id: self.id.clone(),
+                        success,
+                        stdout: stdout.clone(),
+                        stderr: stderr.clone(),
+                    })
+                    .await;
+                    self.tool_result(call_id, success, if success { stdout } else { stderr });
+                }
             }
-            outcome = self.run() => outcome,
         }
     }
 
@@ -283,7 +368,12 @@ impl Turn {
         let ToolCall { call_id, tool } = call;
         match tool {
             Tool::Shell { command, reason } => {
-                let ask = s.approvals.lock().unwrap_or_else(|e| e.into_inner()).exec_needs_approval(&command);
+                let roots = s.roots.lock().unwrap_or_else(|e| e.into_inner()).roots().to_vec();
+                let ask = s
+                    .approvals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .exec_needs_approval(&command, &roots);
                 Plan::Exec { call_id, argv: command, reason, ask }
             }
             Tool::ApplyPatch { patch: text } => {
@@ -295,20 +385,20 @@ impl Turn {
                 match patch::prepare(&parsed, &s.cwd, &roots) {
                     Ok(prepared) => {
                         let approvals = s.approvals.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(root) = &prepared.grant_root
-                            && approvals.policy == deputy_protocol::ApprovalPolicy::NeverAsk
-                        {
+                        let outside = !prepared.outside.is_empty();
+                        if outside && approvals.policy == deputy_protocol::ApprovalPolicy::NeverAsk {
                             return Plan::Refused {
                                 call_id,
                                 message: format!(
-                                    "apply_patch refused: it writes outside the writable roots (under {}), \
-                                     and the never_ask policy cannot grant that",
-                                    root.display()
+                                    "apply_patch refused: it writes outside the writable roots ({}), \
+                                     and the never_ask policy cannot approve that",
+                                    join_paths(&prepared.outside)
                                 ),
                             };
                         }
-                        let ask =
-                            prepared.grant_root.is_some() || approvals.patch_needs_approval(&prepared.files);
+                        // Leaving the workspace is its own decision: asked
+                        // every time, whatever was approved for the session.
+                        let ask = outside || approvals.patch_needs_approval(&prepared.files);
                         Plan::Patch { call_id, patch: parsed, prepared, ask }
                     }
                     Err(e) => Plan::Refused { call_id, message: format!("apply_patch: {e}") },
@@ -377,8 +467,9 @@ impl Turn {
                     PatchApprovalParams {
                         call_id: call_id.clone(),
                         turn_id: self.id.clone(),
-                        changes: prepared.changes.clone(),
+                        changes: FileChange::cap_all(&prepared.changes),
                         reason: None,
+                        outside_workspace: prepared.outside.clone(),
                         grant_root: prepared.grant_root.clone(),
                     },
                 ),
@@ -467,6 +558,7 @@ impl Turn {
         if matches!(answer.decision(), ReviewDecision::ApprovedForSession) {
             s.approvals.lock().unwrap_or_else(|e| e.into_inner()).grant_exec(argv.clone());
         }
+        let started = std::time::Instant::now();
         self.emit(EventMsg::ExecCommandBegin {
             call_id: call_id.clone(),
             turn_id: self.id.clone(),
@@ -474,6 +566,12 @@ impl Turn {
             cwd: s.cwd.clone(),
         })
         .await;
+        // From here until the end event is sent, an abort closes the call.
+        self.open_calls().push(OpenCall::Exec {
+            call_id: call_id.clone(),
+            started,
+            capture: exec::Capture::default(),
+        });
         let params = ExecParams {
             argv,
             cwd: s.cwd.clone(),
@@ -482,6 +580,11 @@ impl Turn {
         };
         let id = self.id.as_str();
         let outcome = exec::run(&params, |stream, chunk| {
+            if let Some(OpenCall::Exec { capture, .. }) =
+                self.open_calls().iter_mut().find(|c| c.call_id() == call_id)
+            {
+                capture.push(chunk.as_bytes());
+            }
             let msg = EventMsg::ExecCommandOutputDelta { call_id: call_id.clone(), stream, chunk };
             async move {
                 s.emit(id, &msg).await;
@@ -502,8 +605,10 @@ impl Turn {
             output: outcome.output,
             truncated: outcome.truncated,
             timed_out: outcome.timed_out,
+            interrupted: false,
         })
         .await;
+        self.close_call(&call_id);
         self.tool_result(call_id, outcome.exit_code == 0, result);
         ToolsOutcome::Continue
     }
@@ -520,10 +625,12 @@ impl Turn {
             return out;
         }
         let s = &self.session;
-        if let Some(root) = &approved.grant_root {
-            s.roots.lock().unwrap_or_else(|e| e.into_inner()).add(root.clone());
-        }
+        // Only `approved_for_session` widens the workspace, and only by the
+        // one directory the request named; `approved` applies this patch.
         if matches!(answer.decision(), ReviewDecision::ApprovedForSession) {
+            if let Some(root) = &approved.grant_root {
+                s.roots.lock().unwrap_or_else(|e| e.into_inner()).add(root.clone());
+            }
             s.approvals.lock().unwrap_or_else(|e| e.into_inner()).grant_patch(&approved.files);
         }
         // Compute again: the files may have changed while the approval was pending.
@@ -533,9 +640,12 @@ impl Turn {
                 Err("apply_patch: the files changed while the approval was pending; nothing was applied"
                     .to_owned())
             }
-            Ok(p) if p.grant_root.is_some() => Err(format!(
-                "apply_patch refused: it writes outside the writable roots (under {})",
-                p.grant_root.as_deref().unwrap_or(std::path::Path::new("/")).display()
+            // Writes outside must be exactly those the person approved (a
+            // path swapped for a symlink meanwhile would land elsewhere).
+            Ok(p) if !p.outside.iter().all(|o| approved.outside.contains(o)) => Err(format!(
+                "apply_patch refused: it now writes outside the writable roots where it did not ask to ({}); \
+                 nothing was applied",
+                join_paths(&p.outside)
             )),
             Ok(p) => Ok(p),
             Err(e) => Err(format!("apply_patch: {e}")),
@@ -548,7 +658,7 @@ impl Turn {
                 return ToolsOutcome::Continue;
             }
         };
-        let changes: BTreeMap<String, FileChange> = prepared.changes.clone();
+        let changes: BTreeMap<String, FileChange> = FileChange::cap_all(&prepared.changes);
         self.emit(EventMsg::PatchApplyBegin {
             call_id: call_id.clone(),
             turn_id: self.id.clone(),
@@ -556,6 +666,9 @@ impl Turn {
             changes,
         })
         .await;
+        // No await between here and the registration below: an abort either
+        // came before the begin event (nothing applied, nothing to close) or
+        // finds the result here.
         let applied = patch::apply(&prepared);
         let (success, stdout, stderr) = match applied {
             Ok(()) => {
@@ -563,6 +676,10 @@ impl Turn {
             }
             Err(e) => (false, String::new(), e.to_string()),
         };
+        self.open_calls().push(OpenCall::Patch {
+            call_id: call_id.clone(),
+            end: Some((success, stdout.clone(), stderr.clone())),
+        });
         self.emit(EventMsg::PatchApplyEnd {
             call_id: call_id.clone(),
             turn_id: self.id.clone(),
@@ -571,6 +688,7 @@ impl Turn {
             stderr: stderr.clone(),
         })
         .await;
+        self.close_call(&call_id);
         self.tool_result(call_id, success, if success { stdout } else { stderr });
         ToolsOutcome::Continue
     }
@@ -600,4 +718,8 @@ impl Turn {
         self.tool_result(call_id, true, message);
         ToolsOutcome::Continue
     }
+}
+
+fn join_paths(paths: &[std::path::PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }

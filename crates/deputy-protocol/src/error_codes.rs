@@ -35,8 +35,9 @@ pub const SESSION_ALREADY_STARTED: i64 = -32011;
 pub const HISTORY_UNAVAILABLE: i64 = -32012;
 /// The requested model (brain) is unknown or could not be set up.
 pub const MODEL_UNAVAILABLE: i64 = -32013;
-/// `user_input` arrived while a turn is running (Deputy rejects rather than
-/// queues; interrupt first, or wait for `task_complete`).
+/// `user_input` arrived while a turn is running that was not told to stop,
+/// and the session's `on_busy` is `reject` (the default). An input sent
+/// after an `interrupt` is never rejected: it waits for `turn_aborted`.
 pub const TURN_IN_PROGRESS: i64 = -32014;
 /// The agent is shutting down and accepts no more submissions.
 pub const SHUTTING_DOWN: i64 = -32015;

@@ -154,8 +154,15 @@ pub enum EventMsg {
         /// True when `output` was cut.
         #[serde(default)]
         truncated: bool,
+        /// The timeout killed it (`exit_code` is then 137: SIGKILL).
         #[serde(default)]
         timed_out: bool,
+        /// The turn was aborted (interrupt, `abort` answer, replace, shutdown,
+        /// end of input, SIGTERM) while it ran, so the agent killed it;
+        /// `exit_code` is then 137 (128 + SIGKILL) and `output` is what it
+        /// wrote until then. Sent before the turn's `turn_aborted`.
+        #[serde(default)]
+        interrupted: bool,
     },
     /// A patch is about to be applied (after approval).
     PatchApplyBegin {
@@ -165,7 +172,8 @@ pub enum EventMsg {
         auto_approved: bool,
         changes: BTreeMap<String, FileChange>,
     },
-    /// A patch was applied (all of it) or not at all.
+    /// A patch was applied (all of it) or not at all. Every
+    /// `patch_apply_begin` has exactly one, also when the turn is aborted.
     PatchApplyEnd {
         call_id: String,
         turn_id: String,

@@ -118,8 +118,9 @@ pub enum ApprovalPolicy {
     /// Ask before every command and every patch (the default for a sub-agent).
     #[default]
     AskAlways,
-    /// Ask unless the command is a known read-only one (`ls`, `cat`, `grep`,
-    /// `git status`, …); patches are always asked.
+    /// Ask unless the command is a known read-only one, by bare name from
+    /// the system `PATH` (`ls`, `cat`, `grep`, …; never a path, never `git`);
+    /// patches are always asked.
     AskUnlessReadOnly,
     /// Never ask: every tool call runs. An explicit opt-in.
     NeverAsk,
@@ -167,6 +168,22 @@ pub struct ExecSettings {
     pub keep_secret_env: bool,
 }
 
+/// What a `user_input` does when it arrives while a turn is running (and
+/// that turn was not told to stop already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBusy {
+    /// Answered with error -32014 (turn in progress); nothing changes.
+    #[default]
+    Reject,
+    /// Accepted at once (the `submit` response comes now); the turn starts
+    /// after the running one (and every input queued before it) ended.
+    Queue,
+    /// The running turn is aborted (`turn_aborted {reason: "replaced"}`) and
+    /// this one starts after it, in order behind inputs already queued.
+    Replace,
+}
+
 /// Params of `session/start`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct SessionStartParams {
@@ -193,6 +210,13 @@ pub struct SessionStartParams {
     #[serde(default)]
     #[ts(optional, as = "Option<ExecSettings>")]
     pub exec: ExecSettings,
+    /// What a `user_input` does while a turn runs (default `reject`). Whatever
+    /// this says, a `user_input` that arrives after the running turn was told
+    /// to stop (an `interrupt`) waits for that turn's `turn_aborted` and then
+    /// starts: it is never rejected.
+    #[serde(default)]
+    #[ts(optional, as = "Option<OnBusy>")]
+    pub on_busy: OnBusy,
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
     #[ts(rename = "_meta", optional)]
     pub meta: Option<Value>,
@@ -209,6 +233,7 @@ impl SessionStartParams {
             model: None,
             writable_roots: Vec::new(),
             exec: ExecSettings::default(),
+            on_busy: OnBusy::default(),
             meta: None,
         }
     }

@@ -143,7 +143,7 @@ fn typescript() -> GeneratedFile {
     let decls = ts_decls![&cfg;
         serde_json::Value, RequestId,
         PeerInfo, ClientCapabilities, InitializeParams, AgentCapabilities, InitializeResult,
-        SessionSource, SubAgentSource, ApprovalPolicy, ModelSelection, ExecSettings,
+        SessionSource, SubAgentSource, ApprovalPolicy, ModelSelection, ExecSettings, OnBusy,
         SessionStartParams, SessionStartResult,
         Submission, SubmitResult, Op, InputItem,
         Event, EventMsg, TokenUsage, TokenUsageInfo, TurnAbortReason, ExecOutputStream,
