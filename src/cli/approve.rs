@@ -105,9 +105,10 @@ impl CliApprover {
         };
         match decision {
             ReviewDecision::Abort => {
-                self.aborted.store(true, Ordering::Relaxed);
-                self.renderer.abort_answered();
-                self.renderer.note("aborted: the turn ends");
+                if !self.aborted.swap(true, Ordering::Relaxed) {
+                    self.renderer.abort_answered();
+                    self.renderer.note("aborted: the turn ends");
+                }
             }
             ReviewDecision::Denied => {
                 self.denied.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +129,11 @@ impl CliApprover {
         loop {
             if cx.is_cancelled() {
                 return ReviewDecision::Denied;
+            }
+            // Questions queued behind an `abort` answer are not asked: the
+            // person has stopped the turn.
+            if self.aborted.load(Ordering::Relaxed) {
+                return ReviewDecision::Abort;
             }
             let read = if input.has_editor() {
                 self.renderer.open_question(None);

@@ -103,6 +103,8 @@ pub async fn run(args: ChatArgs) -> i32 {
     let mut turns = 0u32;
     // The last turn's status; 0 before any turn.
     let mut status = exit::OK;
+    // When Ctrl-C was last pressed (at the prompt or during a turn).
+    let mut last_ctrl_c: Option<Instant> = None;
     let ended = 'session: loop {
         let line = tokio::select! {
             reply = input.read("› ") => reply,
@@ -111,8 +113,16 @@ pub async fn run(args: ChatArgs) -> i32 {
         let line = match line {
             Reply::Line(line) if line.trim().is_empty() => continue,
             Reply::Line(line) => line,
-            // Ctrl-C at the prompt: a fresh prompt, like a shell.
-            Reply::Interrupted => continue,
+            // Ctrl-C at the prompt: a fresh prompt, like a shell; twice within
+            // a second (or right after interrupting a turn) ends the session.
+            Reply::Interrupted => {
+                if last_ctrl_c.is_some_and(|at| at.elapsed() < DOUBLE_CTRL_C) {
+                    break Ended::Interrupted;
+                }
+                last_ctrl_c = Some(Instant::now());
+                renderer.note("Ctrl-C again within a second ends the session (so does Ctrl-D)");
+                continue;
+            }
             Reply::Eof => break Ended::Input,
         };
         turns += 1;
@@ -128,7 +138,7 @@ pub async fn run(args: ChatArgs) -> i32 {
         // Spin only while a turn runs (the guard stops it, however the turn ends).
         let _spinner = super::Spinner::start(Arc::clone(&renderer));
         let mut tally = super::TurnTally::default();
-        let mut interrupted_at: Option<Instant> = None;
+        let mut interrupted = false;
         loop {
             tokio::select! {
                 event = async { renderer.room().await; conversation.next_event().await } => match event {
@@ -137,7 +147,7 @@ pub async fn run(args: ChatArgs) -> i32 {
                         tally.see(&event.msg);
                         if event.id == turn_id && event.msg.ends_turn() {
                             status = tally.status(&event.msg, approver.take_aborted(), approver.take_denied());
-                            if interrupted_at.is_some() && matches!(event.msg, EventMsg::TurnAborted { .. }) {
+                            if interrupted && matches!(event.msg, EventMsg::TurnAborted { .. }) {
                                 status = exit::INTERRUPTED;
                             }
                             break;
@@ -147,15 +157,22 @@ pub async fn run(args: ChatArgs) -> i32 {
                 },
                 () = interrupts.after(seen) => {
                     seen = interrupts.count();
-                    if interrupted_at.is_some_and(|at| at.elapsed() < DOUBLE_CTRL_C) {
+                    if last_ctrl_c.is_some_and(|at| at.elapsed() < DOUBLE_CTRL_C) {
                         renderer.note("Ctrl-C again: ending the session");
                         break 'session Ended::Interrupted;
                     }
-                    interrupted_at = Some(Instant::now());
+                    last_ctrl_c = Some(Instant::now());
+                    interrupted = true;
                     renderer.note("interrupting the turn… (Ctrl-C again within a second ends the session)");
-                    if let Err(e) = conversation.submit(Op::Interrupt).await {
-                        renderer.error(&e.to_string());
-                    }
+                    // Not awaited here: an agent that does not answer must
+                    // not keep a second Ctrl-C (or its events) from being seen.
+                    let submitter = conversation.submitter();
+                    let renderer = Arc::clone(&renderer);
+                    tokio::spawn(async move {
+                        if let Err(e) = submitter.submit(Op::Interrupt).await {
+                            renderer.error(&e.to_string());
+                        }
+                    });
                 }
                 () = renderer.broken() => break 'session Ended::Broken,
             }

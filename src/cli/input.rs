@@ -5,11 +5,13 @@
 //! time. Nothing else reads stdin, so nothing can wait on a lock another
 //! reader holds forever (an approval in `chat` used to deadlock that way).
 //!
-//! The line editor is built with rustyline's `signal-hook` feature: without
-//! it, rustyline replaces the SIGINT handler for the editor's whole life and
-//! Ctrl-C during a turn never reaches us. With it, a Ctrl-C typed while the
+//! The line editor exists only while it reads a line: rustyline replaces the
+//! SIGINT handler for as long as an editor lives (and its `signal-hook`
+//! feature, which would not, stalls on typed-ahead input: it waits on the
+//! descriptor while the keys sit in its buffer). So a Ctrl-C typed while the
 //! editor reads (raw mode) is [`Reply::Interrupted`], and one typed while a
-//! turn runs is an ordinary SIGINT for [`super::Interrupts`].
+//! turn runs is an ordinary SIGINT for [`super::Interrupts`]. The history is
+//! kept here and handed to each editor.
 
 use std::io::BufRead;
 
@@ -42,28 +44,19 @@ impl Input {
     /// stdout are a terminal).
     pub fn start(editor: bool) -> Input {
         let (requests, rx) = std::sync::mpsc::channel::<Request>();
-        let mut editor = if editor { rustyline::DefaultEditor::new().ok() } else { None };
-        let has_editor = editor.is_some();
+        // Can an editor be made here at all (a terminal it supports)?
+        let has_editor = editor && rustyline::DefaultEditor::new().is_ok();
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
+            let mut history: Vec<String> = Vec::new();
             while let Ok(request) = rx.recv() {
-                let reply = match editor.as_mut() {
-                    Some(editor) => match editor.readline(&request.prompt) {
-                        Ok(line) => {
-                            if !line.trim().is_empty() {
-                                let _ = editor.add_history_entry(line.as_str());
-                            }
-                            Reply::Line(line)
-                        }
-                        Err(rustyline::error::ReadlineError::Interrupted) => Reply::Interrupted,
-                        Err(_) => Reply::Eof,
-                    },
-                    None => {
-                        let mut line = String::new();
-                        match stdin.read_line(&mut line) {
-                            Ok(0) | Err(_) => Reply::Eof,
-                            Ok(_) => Reply::Line(line.trim_end_matches(['\n', '\r']).to_owned()),
-                        }
+                let reply = if has_editor {
+                    edit_line(&request.prompt, &mut history)
+                } else {
+                    let mut line = String::new();
+                    match stdin.read_line(&mut line) {
+                        Ok(0) | Err(_) => Reply::Eof,
+                        Ok(_) => Reply::Line(line.trim_end_matches(['\n', '\r']).to_owned()),
                     }
                 };
                 let _ = request.reply.send(reply);
@@ -86,4 +79,23 @@ impl Input {
         }
         rx.await.unwrap_or(Reply::Eof)
     }
+}
+
+/// One line through a fresh editor that knows the history so far.
+fn edit_line(prompt: &str, history: &mut Vec<String>) -> Reply {
+    let Ok(mut editor) = rustyline::DefaultEditor::new() else { return Reply::Eof };
+    for line in history.iter() {
+        let _ = editor.add_history_entry(line.as_str());
+    }
+    match editor.readline(prompt) {
+        Ok(line) => {
+            if !line.trim().is_empty() && history.last() != Some(&line) {
+                history.push(line.clone());
+            }
+            Reply::Line(line)
+        }
+        Err(rustyline::error::ReadlineError::Interrupted) => Reply::Interrupted,
+        Err(_) => Reply::Eof,
+    }
+    // The editor is dropped here, giving SIGINT back to the runtime.
 }
