@@ -159,6 +159,44 @@ fn chat_ctrl_c_interrupts_the_turn_and_the_next_turn_runs() {
     assert!(!sleep.contains("✓ exit 0"), "sleep 30 must not run to its end: {screen}");
 }
 
+/// Ctrl-C typed while a question is open (the line editor reads in raw mode)
+/// interrupts the turn like any Ctrl-C, and the session goes on.
+#[test]
+fn chat_ctrl_c_at_a_question_interrupts_the_turn() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let screen = drive(
+        home.path(),
+        &[
+            expect("› "),
+            send("$ touch never.txt\r"),
+            expect(QUESTION),
+            send(CTRL_C),
+            json!({ "expect": "interrupting the turn", "timeout": 1.0 }),
+            expect("turn aborted"),
+            expect("› "),
+            send(CTRL_D),
+            exits(130),
+        ],
+        &strs(&chat_args(work.path())),
+    );
+    assert!(!work.path().join("never.txt").exists(), "{screen}");
+}
+
+/// In exec, Ctrl-C at the question cancels the run.
+#[test]
+fn exec_ctrl_c_at_the_question_exits_130() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().display().to_string();
+    drive(
+        home.path(),
+        &[expect(QUESTION), send(CTRL_C), expect("interrupted; stopping the agent"), exits(130)],
+        &["exec", "--cwd", &cwd, "$ touch never.txt"],
+    );
+    assert!(!work.path().join("never.txt").exists());
+}
+
 #[test]
 fn chat_a_second_ctrl_c_within_a_second_ends_the_session() {
     let home = tempfile::tempdir().unwrap();

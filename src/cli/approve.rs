@@ -49,6 +49,8 @@ pub struct CliApprover {
     denied: AtomicU32,
     /// Set when an approval was denied for lack of a terminal (hint printed once).
     hinted: AtomicBool,
+    /// The last question was answered with Ctrl-C.
+    by_ctrl_c: AtomicBool,
 }
 
 impl CliApprover {
@@ -68,6 +70,7 @@ impl CliApprover {
             aborted: AtomicBool::new(false),
             denied: AtomicU32::new(0),
             hinted: AtomicBool::new(false),
+            by_ctrl_c: AtomicBool::new(false),
         })
     }
 
@@ -104,6 +107,8 @@ impl CliApprover {
             }
         };
         match decision {
+            // The turn is interrupted rather than aborted by an answer.
+            ReviewDecision::Abort if self.by_ctrl_c.swap(false, Ordering::Relaxed) => {}
             ReviewDecision::Abort => {
                 if !self.aborted.swap(true, Ordering::Relaxed) {
                     self.renderer.abort_answered();
@@ -163,9 +168,13 @@ impl CliApprover {
                     "b" | "abort" => return ReviewDecision::Abort,
                     _ => self.renderer.note("please answer y, n, a or b"),
                 },
+                // Ctrl-C at the question: interrupt the turn, as Ctrl-C does
+                // anywhere else. `abort` ends it now; a denial would let the
+                // turn go on until the interrupt arrives.
                 Reply::Interrupted => {
                     self.interrupts.raise();
-                    return ReviewDecision::Denied;
+                    self.by_ctrl_c.store(true, Ordering::Relaxed);
+                    return ReviewDecision::Abort;
                 }
                 Reply::Eof => return ReviewDecision::Denied,
             }

@@ -95,7 +95,8 @@ pub async fn run(args: ChatArgs) -> i32 {
             return exit::ERROR;
         }
     };
-    let session_id = conversation.session_id().to_owned();
+    // The id comes from the agent: shown cleaned, like all it says.
+    let session_id = super::sanitize::clean(conversation.session_id()).into_owned();
     renderer.note(&format!(
         "session {session_id} — Ctrl-C interrupts a turn (twice ends the session), Ctrl-D ends the session"
     ));

@@ -164,6 +164,8 @@ pub async fn run(args: ExecArgs) -> i32 {
     let ending = match stop {
         Stop::Finished => one_shot.wait().await,
         Stop::Interrupted | Stop::TimedOut | Stop::Broken => {
+            // An unanswered question is moot now; end its line.
+            renderer.close_question(true);
             match stop {
                 Stop::TimedOut => {
                     renderer.note("timed out; stopping the agent (Ctrl-C again to kill it now)")

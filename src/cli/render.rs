@@ -296,8 +296,10 @@ impl Renderer {
         state.spinner_shown = true;
     }
 
-    /// Clears the spinner and ends an open line (before exiting).
+    /// Clears the spinner and ends an open line (before exiting). A question
+    /// still open (its turn was stopped) is closed, so what it held is shown.
     pub fn finish(&self) {
+        self.close_question(true);
         let mut state = self.state();
         self.newline(&mut state);
         self.clear_spinner(&mut state);
