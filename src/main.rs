@@ -17,8 +17,14 @@ use clap::{Parser, Subcommand, ValueEnum};
         deputy exec --approve exec '$ echo hello from a sub-agent'\n  \
         deputy chat --approve exec\n  \
         deputy sessions list\n  \
-        deputy agent                    # serve the protocol on stdio, for a host (PROTOCOL.md)\n\n\
-        Sessions live under $DEPUTY_HOME (default ~/.deputy). Logs go to stderr (RUST_LOG)."
+        deputy agent                    # serve the protocol on stdio, for a host (PROTOCOL.md)\n  \
+        deputy completions bash > ~/.local/share/bash-completion/completions/deputy\n\n\
+        Environment: DEPUTY_HOME (where sessions live, default ~/.deputy), DEPUTY_BIN (the agent \
+        binary hosts spawn), RUST_LOG (log filter; logs go to stderr), NO_COLOR (no colour), \
+        OPENAI_API_KEY (the key for --model openai:MODEL; --api-key-env names another).\n\n\
+        Exit status of exec and chat: 0 ok, 1 host error, 2 usage, 3 aborted, 4 the turn ended \
+        after an error event, 5 everything asked for was denied, 124 timeout, 130 Ctrl-C, \
+        141 broken pipe (see `deputy exec --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -91,6 +97,16 @@ enum Command {
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormatArg::Text)]
         log_format: LogFormatArg,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:\n  \
+        deputy completions bash > ~/.local/share/bash-completion/completions/deputy\n  \
+        deputy completions zsh > \"${fpath[1]}/_deputy\"\n  \
+        deputy completions fish > ~/.config/fish/completions/deputy.fish")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write or check the generated JSON Schema and TypeScript types.
     #[command(after_help = "Examples:\n  \
         deputy schema --out schema     # regenerate the checked-in schema\n  \
@@ -136,6 +152,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => host(|| cli::chat::run(args)),
         Command::Sessions(args) => code(cli::sessions::run(args)),
         Command::Schema { out, check } => schema(&out, check),
+        Command::Completions { shell } => completions(shell),
         Command::Agent {
             home,
             model,
@@ -165,6 +182,25 @@ fn parse_model(name: &str) -> Result<String, String> {
     }
 }
 
+/// Writes the completion script to stdout; a closed pipe is not an error
+/// worth a panic (exit 141 like the other commands).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "deputy", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(141),
+    }
+}
+
+/// `eprintln!` that does not panic on a closed stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
+
 fn code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -175,7 +211,7 @@ fn host<F: std::future::Future<Output = i32>>(run: impl FnOnce() -> F) -> ExitCo
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("deputy: cannot start the async runtime: {e}");
+            say!("deputy: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -198,11 +234,11 @@ fn agent(
         LogFormatArg::Json => deputy_agent::LogFormat::Json,
     });
     let Some(home) = home.filter(|h| !h.as_os_str().is_empty()).or_else(deputy_agent::default_home) else {
-        eprintln!("deputy agent: no home: set --home, DEPUTY_HOME or HOME");
+        say!("deputy agent: no home: set --home, DEPUTY_HOME or HOME");
         return ExitCode::from(1);
     };
     if let Err(e) = deputy_agent::prepare_home(&home) {
-        eprintln!("deputy agent: unusable home {}: {e}", home.display());
+        say!("deputy agent: unusable home {}: {e}", home.display());
         return ExitCode::from(1);
     }
     let mut config = deputy_agent::AgentConfig::new(home);
@@ -219,18 +255,18 @@ fn schema(dir: &std::path::Path, check: bool) -> ExitCode {
     if check {
         match schema::stale_files(dir) {
             Ok(stale) if stale.is_empty() => {
-                eprintln!("deputy: {} is up to date", dir.display());
+                say!("deputy: {} is up to date", dir.display());
                 ExitCode::SUCCESS
             }
             Ok(stale) => {
-                eprintln!("deputy: {} is stale; run `deputy schema --out {}`:", dir.display(), dir.display());
+                say!("deputy: {} is stale; run `deputy schema --out {}`:", dir.display(), dir.display());
                 for file in stale {
-                    eprintln!("  {file}");
+                    say!("  {file}");
                 }
                 ExitCode::from(1)
             }
             Err(e) => {
-                eprintln!("deputy: cannot read {}: {e}", dir.display());
+                say!("deputy: cannot read {}: {e}", dir.display());
                 ExitCode::from(1)
             }
         }
@@ -238,12 +274,12 @@ fn schema(dir: &std::path::Path, check: bool) -> ExitCode {
         match schema::write_all(dir) {
             Ok(files) => {
                 for file in files {
-                    eprintln!("wrote {}", dir.join(file).display());
+                    say!("wrote {}", dir.join(file).display());
                 }
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("deputy: cannot write {}: {e}", dir.display());
+                say!("deputy: cannot write {}: {e}", dir.display());
                 ExitCode::from(1)
             }
         }

@@ -64,8 +64,8 @@ fn approve_never_denies_and_the_command_never_runs() {
         .arg(work.path())
         .arg(format!("$ touch {}", sentinel.display()))
         .assert()
-        .success()
-        .stderr(contains("denied"));
+        .code(5)
+        .stderr(contains("denied").and(contains("nothing the agent asked for was allowed")));
     assert!(!sentinel.exists());
 }
 
@@ -80,7 +80,7 @@ fn without_a_terminal_or_approve_it_denies_and_says_how_to_allow() {
         .arg(format!("$ touch {}", sentinel.display()))
         .write_stdin("")
         .assert()
-        .success()
+        .code(5)
         .stderr(contains("--approve exec"));
     assert!(!sentinel.exists());
 }

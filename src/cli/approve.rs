@@ -2,15 +2,18 @@
 //! asking on the terminal, or — with nobody to ask — by denying and saying
 //! how to allow.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use clap::ValueEnum;
 use deputy_host::{ApprovalContext, Approver, async_trait};
 use deputy_protocol::{ExecApprovalParams, PatchApprovalParams, ReviewDecision};
 
+use super::Interrupts;
+use super::input::{Input, Reply};
 use super::render::Renderer;
+use super::sanitize::{clean, quote_argv};
 
 /// `--approve`: decide every approval without asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +28,11 @@ pub enum ApproveMode {
     All,
 }
 
+/// Whether a person can be asked: stdin and stderr are terminals.
+pub fn can_ask() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
 /// The command line's approver.
 pub struct CliApprover {
     mode: Option<ApproveMode>,
@@ -32,47 +40,68 @@ pub struct CliApprover {
     /// that write outside the workspace (each with a warning line). Without
     /// it such patches are denied: leaving the workspace is never implied.
     allow_outside: bool,
-    /// Whether a person can be asked (stdin and stderr are terminals).
-    interactive: bool,
+    /// Where answers are read, when a person can be asked.
+    input: Option<Arc<Input>>,
     renderer: Arc<Renderer>,
+    /// Ctrl-C typed into the line editor at a question counts as a Ctrl-C.
+    interrupts: Interrupts,
     /// One prompt at a time: concurrent approvals queue for the terminal.
     prompt: tokio::sync::Mutex<()>,
     /// Set when any approval was answered `abort` (exit code 3).
     aborted: AtomicBool,
+    /// Approvals denied since [`CliApprover::take_denied`] (exit code 5).
+    denied: AtomicU32,
     /// Set when an approval was denied for lack of a terminal (hint printed once).
     hinted: AtomicBool,
+    /// The last question was answered with Ctrl-C.
+    by_ctrl_c: AtomicBool,
 }
 
 impl CliApprover {
-    pub fn new(mode: Option<ApproveMode>, allow_outside: bool, renderer: Arc<Renderer>) -> Arc<CliApprover> {
-        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    /// `input`: the reader answers come from (`None`: nobody can be asked).
+    pub fn new(
+        mode: Option<ApproveMode>,
+        allow_outside: bool,
+        input: Option<Arc<Input>>,
+        renderer: Arc<Renderer>,
+        interrupts: Interrupts,
+    ) -> Arc<CliApprover> {
         Arc::new(CliApprover {
             mode,
             allow_outside,
-            interactive,
+            input,
             renderer,
+            interrupts,
             prompt: tokio::sync::Mutex::new(()),
             aborted: AtomicBool::new(false),
+            denied: AtomicU32::new(0),
             hinted: AtomicBool::new(false),
+            by_ctrl_c: AtomicBool::new(false),
         })
     }
 
-    /// Whether any approval was answered `abort`.
-    pub fn aborted(&self) -> bool {
-        self.aborted.load(Ordering::Relaxed)
+    /// Whether any approval was answered `abort` since the last call (and
+    /// forgets it).
+    pub fn take_aborted(&self) -> bool {
+        self.aborted.swap(false, Ordering::Relaxed)
+    }
+
+    /// How many approvals were denied since the last call.
+    pub fn take_denied(&self) -> u32 {
+        self.denied.swap(0, Ordering::Relaxed)
     }
 
     async fn decide(&self, exec: bool, what: String, cx: &ApprovalContext) -> ReviewDecision {
-        let decision = match self.mode {
-            Some(ApproveMode::All) => ReviewDecision::Approved,
-            Some(ApproveMode::Exec) if exec => ReviewDecision::Approved,
-            Some(ApproveMode::Patch) if !exec => ReviewDecision::Approved,
-            Some(_) => {
+        let decision = match (self.mode, &self.input) {
+            (Some(ApproveMode::All), _) => ReviewDecision::Approved,
+            (Some(ApproveMode::Exec), _) if exec => ReviewDecision::Approved,
+            (Some(ApproveMode::Patch), _) if !exec => ReviewDecision::Approved,
+            (Some(_), _) => {
                 self.renderer.note(&format!("denied {what} (by --approve)"));
                 ReviewDecision::Denied
             }
-            None if self.interactive => self.ask(&what, cx).await,
-            None => {
+            (None, Some(input)) => self.ask(input, &what, cx).await,
+            (None, None) => {
                 let flag = if exec { "exec" } else { "patch" };
                 self.renderer.note(&format!("denied {what}: no terminal to ask"));
                 if !self.hinted.swap(true, Ordering::Relaxed) {
@@ -83,63 +112,96 @@ impl CliApprover {
                 ReviewDecision::Denied
             }
         };
-        if decision == ReviewDecision::Abort {
-            self.aborted.store(true, Ordering::Relaxed);
+        match decision {
+            // The turn is interrupted rather than aborted by an answer.
+            ReviewDecision::Abort if self.by_ctrl_c.swap(false, Ordering::Relaxed) => {}
+            ReviewDecision::Abort => {
+                if !self.aborted.swap(true, Ordering::Relaxed) {
+                    self.renderer.abort_answered();
+                    self.renderer.note("aborted: the turn ends");
+                }
+            }
+            ReviewDecision::Denied => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+            }
+            ReviewDecision::Approved | ReviewDecision::ApprovedForSession => {}
         }
         decision
     }
 
-    /// Asks on the terminal: y / n / a(lways) / b (abort). The read runs on a
-    /// blocking thread; if the approval is withdrawn meanwhile, the answer is
-    /// ignored (the future is dropped) and the prompt is closed with a note.
-    async fn ask(&self, what: &str, cx: &ApprovalContext) -> ReviewDecision {
+    /// Asks on the terminal: y / n / a(lways) / b (abort). The question stays
+    /// on screen, alone on its line, until it is answered (the renderer holds
+    /// other output and the spinner meanwhile). If the approval is withdrawn
+    /// first, the question is closed with a note; the line typed for it is
+    /// then read and ignored.
+    async fn ask(&self, input: &Input, what: &str, cx: &ApprovalContext) -> ReviewDecision {
         let _turn = self.prompt.lock().await;
-        if cx.is_cancelled() {
-            return ReviewDecision::Denied;
-        }
         let question = format!("allow {what}? [y]es / [n]o / [a]lways this session / a[b]ort: ");
-        let renderer = Arc::clone(&self.renderer);
-        let answer = tokio::task::spawn_blocking(move || {
-            loop {
-                renderer.prompt(&question);
-                let mut line = String::new();
-                match std::io::stdin().lock().read_line(&mut line) {
-                    Ok(0) | Err(_) => return ReviewDecision::Denied,
-                    Ok(_) => {}
+        loop {
+            if cx.is_cancelled() {
+                return ReviewDecision::Denied;
+            }
+            // Questions queued behind an `abort` answer are not asked: the
+            // person has stopped the turn.
+            if self.aborted.load(Ordering::Relaxed) {
+                return ReviewDecision::Abort;
+            }
+            let read = if input.has_editor() {
+                self.renderer.open_question(None);
+                input.read(&question)
+            } else {
+                self.renderer.open_question(Some(&question));
+                input.read("")
+            };
+            let reply = tokio::select! {
+                reply = read => reply,
+                () = cx.cancelled() => {
+                    self.renderer.close_question(true);
+                    self.renderer.note("(the agent withdrew that request; press Enter)");
+                    return ReviewDecision::Denied;
                 }
-                match line.trim().to_ascii_lowercase().as_str() {
+                () = self.renderer.broken() => return ReviewDecision::Denied,
+            };
+            self.renderer.close_question(false);
+            match reply {
+                Reply::Line(line) => match line.trim().to_ascii_lowercase().as_str() {
                     "y" | "yes" => return ReviewDecision::Approved,
-                    "n" | "no" | "" => return ReviewDecision::Denied,
+                    "n" | "no" | "" => {
+                        self.renderer.note("denied");
+                        return ReviewDecision::Denied;
+                    }
                     "a" | "always" => return ReviewDecision::ApprovedForSession,
                     "b" | "abort" => return ReviewDecision::Abort,
-                    _ => {
-                        let _ = writeln!(std::io::stderr(), "please answer y, n, a or b");
-                    }
+                    _ => self.renderer.note("please answer y, n, a or b"),
+                },
+                // Ctrl-C at the question: interrupt the turn, as Ctrl-C does
+                // anywhere else. `abort` ends it now; a denial would let the
+                // turn go on until the interrupt arrives.
+                Reply::Interrupted => {
+                    self.interrupts.raise();
+                    self.by_ctrl_c.store(true, Ordering::Relaxed);
+                    return ReviewDecision::Abort;
                 }
-            }
-        });
-        tokio::select! {
-            answer = answer => answer.unwrap_or(ReviewDecision::Denied),
-            () = cx.cancelled() => {
-                self.renderer.note("(the agent withdrew that request; press Enter)");
-                ReviewDecision::Denied
+                Reply::Eof => return ReviewDecision::Denied,
             }
         }
     }
 }
 
 fn describe_exec(p: &ExecApprovalParams) -> String {
-    let command = super::render::command_line(&p.command);
-    format!("`{command}` in {}", p.cwd.display())
+    format!("`{}` in {}", quote_argv(&p.command), clean(&p.cwd.to_string_lossy()))
 }
 
 fn describe_patch(p: &PatchApprovalParams) -> String {
-    let files: Vec<&str> = p.changes.keys().map(String::as_str).collect();
+    let files: Vec<String> = p.changes.keys().map(|f| clean(f).into_owned()).collect();
     let mut what = format!("a patch to {}", files.join(", "));
     if !p.outside_workspace.is_empty() {
         what.push_str(&format!(" that WRITES OUTSIDE THE WORKSPACE: {}", outside_list(p)));
         match &p.grant_root {
-            Some(root) => what.push_str(&format!(" ([a]lways also allows writes under {})", root.display())),
+            Some(root) => what.push_str(&format!(
+                " ([a]lways also allows writes under {})",
+                clean(&root.to_string_lossy())
+            )),
             None => what.push_str(" ([a]lways grants nothing outside)"),
         }
     }
@@ -147,14 +209,18 @@ fn describe_patch(p: &PatchApprovalParams) -> String {
 }
 
 fn outside_list(p: &PatchApprovalParams) -> String {
-    p.outside_workspace.iter().map(|o| o.display().to_string()).collect::<Vec<_>>().join(", ")
+    p.outside_workspace
+        .iter()
+        .map(|o| clean(&o.to_string_lossy()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[async_trait]
 impl Approver for CliApprover {
     async fn approve_exec(&self, params: ExecApprovalParams, cx: ApprovalContext) -> ReviewDecision {
         if let Some(reason) = &params.reason {
-            self.renderer.note(&format!("the agent asks to run a command: {reason}"));
+            self.renderer.note(&format!("the agent asks to run a command: {}", clean(reason)));
         }
         self.decide(true, describe_exec(&params), &cx).await
     }

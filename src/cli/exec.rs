@@ -8,19 +8,15 @@ use clap::Args;
 use deputy_host::{CancellationToken, ConversationConfig, EventFilter, HostError, OneShot};
 use deputy_protocol::{EventMsg, InputItem, SessionSource};
 
-use super::approve::{ApproveMode, CliApprover};
+use super::approve::{ApproveMode, CliApprover, can_ask};
+use super::input::Input;
 use super::render::Renderer;
 use super::{AgentArgs, SessionArgs, exit};
 
 #[derive(Args, Debug)]
-#[command(after_help = "\
+#[command(after_help = concat!("\
 Exit status:
-  0    the turn completed
-  1    an error (the agent could not start, crashed, broke the protocol, …)
-  2    a usage error
-  3    the turn was aborted (or an approval was answered `abort`)
-  124  --timeout expired
-  130  interrupted (Ctrl-C)
+", exit_table!(), "
 
 Examples:
   deputy exec --approve exec '$ echo hello from a sub-agent'
@@ -28,7 +24,7 @@ Examples:
   deputy exec --json --approve all '$ cargo test' | jq -c .msg.type
   deputy exec --timeout 30s --approve exec '$ sleep 60'
   deputy exec --resume 0192f3c4-5b6a-7c8d-9e0f-112233445566 'and now?'
-  deputy exec --agent 'python3 my_agent.py' 'do the thing'")]
+  deputy exec --agent 'python3 my_agent.py' 'do the thing'"))]
 pub struct ExecArgs {
     /// The prompt; `-` reads it from stdin. With the default `shell` model, lines
     /// starting with `$ ` are commands and `*** Begin Patch` blocks are patches.
@@ -84,6 +80,8 @@ enum Stop {
     Finished,
     Interrupted,
     TimedOut,
+    /// stdout or stderr was closed.
+    Broken,
 }
 
 pub async fn run(args: ExecArgs) -> i32 {
@@ -106,11 +104,20 @@ pub async fn run(args: ExecArgs) -> i32 {
         ConversationConfig::new(session).client_info("deputy-exec", Some(env!("CARGO_PKG_VERSION").into()));
     // People see streamed deltas; scripts get every event.
     let config = config.event_filter(EventFilter::All);
-    let approver = CliApprover::new(args.approve, args.allow_outside_cwd, Arc::clone(&renderer));
+    let interrupts = super::Interrupts::install();
+    // Questions are printed by the renderer and answered in cooked mode (no
+    // line editor): Ctrl-C at a question is then an ordinary SIGINT.
+    let input = (args.approve.is_none() && can_ask()).then(|| Arc::new(Input::start(false)));
+    let approver = CliApprover::new(
+        args.approve,
+        args.allow_outside_cwd,
+        input,
+        Arc::clone(&renderer),
+        interrupts.clone(),
+    );
     let cancel = CancellationToken::new();
     let mut stop = Stop::Finished;
 
-    let interrupts = super::Interrupts::install();
     let deadline = async {
         match args.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -120,7 +127,7 @@ pub async fn run(args: ExecArgs) -> i32 {
     tokio::pin!(deadline);
     let spinner = super::Spinner::start(Arc::clone(&renderer));
 
-    // Spawn and handshake, cancellable by Ctrl-C and the timeout too.
+    // Spawn and handshake, cancellable by Ctrl-C, the timeout and a closed pipe too.
     let input = vec![InputItem::Text { text: prompt }];
     let spawn = OneShot::run(command, config, approver.clone(), input, cancel.clone());
     tokio::pin!(spawn);
@@ -128,6 +135,7 @@ pub async fn run(args: ExecArgs) -> i32 {
         r = &mut spawn => r,
         () = interrupts.first() => { stop = Stop::Interrupted; cancel.cancel(); spawn.await }
         () = &mut deadline => { stop = Stop::TimedOut; cancel.cancel(); spawn.await }
+        () = renderer.broken() => { stop = Stop::Broken; cancel.cancel(); spawn.await }
     };
     let mut one_shot = match started {
         Ok(one_shot) => one_shot,
@@ -139,17 +147,19 @@ pub async fn run(args: ExecArgs) -> i32 {
         Err(e) => {
             drop(spinner);
             renderer.error(&e.to_string());
-            return exit::ERROR;
+            return stop_code(&stop).unwrap_or(exit::ERROR);
         }
     };
 
     let mut last_turn_event: Option<EventMsg> = None;
+    let mut tally = super::TurnTally::default();
     if matches!(stop, Stop::Finished) {
         loop {
             tokio::select! {
-                event = one_shot.next_event() => match event {
+                event = async { renderer.room().await; one_shot.next_event().await } => match event {
                     Some(event) => {
                         renderer.event(&event);
+                        tally.see(&event.msg);
                         if event.msg.ends_turn() {
                             last_turn_event = Some(event.msg);
                         }
@@ -158,15 +168,25 @@ pub async fn run(args: ExecArgs) -> i32 {
                 },
                 () = interrupts.first() => { stop = Stop::Interrupted; break; }
                 () = &mut deadline => { stop = Stop::TimedOut; break; }
+                () = renderer.broken() => { stop = Stop::Broken; break; }
             }
         }
     }
 
     let ending = match stop {
         Stop::Finished => one_shot.wait().await,
-        Stop::Interrupted | Stop::TimedOut => {
-            let why = if matches!(stop, Stop::TimedOut) { "timed out" } else { "interrupted" };
-            renderer.note(&format!("{why}; stopping the agent (Ctrl-C again to kill it now)"));
+        Stop::Interrupted | Stop::TimedOut | Stop::Broken => {
+            // An unanswered question is moot now; end its line.
+            renderer.close_question(true);
+            match stop {
+                Stop::TimedOut => {
+                    renderer.note("timed out; stopping the agent (Ctrl-C again to kill it now)")
+                }
+                Stop::Interrupted => {
+                    renderer.note("interrupted; stopping the agent (Ctrl-C again to kill it now)")
+                }
+                _ => {}
+            }
             tokio::select! {
                 ending = one_shot.cancel() => Ok(ending),
                 // A second Ctrl-C: dropping the conversation SIGKILLs the tree at once.
@@ -179,20 +199,26 @@ pub async fn run(args: ExecArgs) -> i32 {
     if let Some(code) = stop_code(&stop) {
         return code;
     }
-    match ending {
+    let code = match ending {
         Err(e) => {
             renderer.error(&e.to_string());
             exit::ERROR
         }
         Ok(_) => match last_turn_event {
-            Some(EventMsg::TaskComplete { .. }) if !approver.aborted() => exit::OK,
-            Some(_) => exit::ABORTED,
+            Some(end) => tally.status(&end, approver.take_aborted(), approver.take_denied()),
             None => {
                 renderer.error("the agent ended without finishing the turn");
                 exit::ERROR
             }
         },
+    };
+    match code {
+        exit::TURN_ERROR => renderer.note("the turn ended after an error (exit status 4)"),
+        exit::ALL_DENIED => renderer.note("nothing the agent asked for was allowed (exit status 5)"),
+        _ => {}
     }
+    // A pipe closed while the last lines were printed still counts.
+    if renderer.is_broken() { exit::BROKEN_PIPE } else { code }
 }
 
 fn stop_code(stop: &Stop) -> Option<i32> {
@@ -200,5 +226,6 @@ fn stop_code(stop: &Stop) -> Option<i32> {
         Stop::Finished => None,
         Stop::Interrupted => Some(exit::INTERRUPTED),
         Stop::TimedOut => Some(exit::TIMEOUT),
+        Stop::Broken => Some(exit::BROKEN_PIPE),
     }
 }

@@ -1,10 +1,27 @@
 //! The command line's host side: `exec`, `chat` and `sessions`, built on
 //! `deputy-host`.
 
+/// The exit statuses as `--help` shows them (a macro so `concat!` can embed it).
+macro_rules! exit_table {
+    () => {
+        "  0    the turn completed, with no error event
+  1    an error of the host: the agent could not start, crashed, broke the protocol, …
+  2    a usage error
+  3    the turn was aborted (or an approval was answered `abort`)
+  4    the turn ended after an error event (model unreachable, HTTP 401, model-call cap, …)
+  5    every command or patch the agent asked for was denied (nothing was allowed)
+  124  --timeout expired
+  130  interrupted (Ctrl-C)
+  141  stdout or stderr was closed (a broken pipe); the agent was stopped"
+    };
+}
+
 pub mod approve;
 pub mod chat;
 pub mod exec;
+pub mod input;
 pub mod render;
+pub mod sanitize;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -18,14 +35,65 @@ use tokio::sync::watch;
 
 use render::Renderer;
 
-/// Exit statuses of `deputy exec` and `deputy chat`.
+/// Exit statuses of `deputy exec` and `deputy chat` (README, `--help`).
 pub mod exit {
+    /// The turn completed, with no `error` event.
     pub const OK: i32 = 0;
+    /// The host failed: the agent could not start, crashed, broke the protocol.
     pub const ERROR: i32 = 1;
     pub const USAGE: i32 = 2;
+    /// The turn was aborted (or an approval was answered `abort`).
     pub const ABORTED: i32 = 3;
+    /// The turn ended, but the agent reported an `error` event on the way
+    /// (model server unreachable, 401, malformed stream, model-call cap, …).
+    pub const TURN_ERROR: i32 = 4;
+    /// Commands or patches were requested and every one was denied: nothing
+    /// the agent wanted to do was allowed.
+    pub const ALL_DENIED: i32 = 5;
     pub const TIMEOUT: i32 = 124;
     pub const INTERRUPTED: i32 = 130;
+    /// stdout or stderr was closed (EPIPE): output stopped, the agent was
+    /// stopped through the cancel ladder (128 + SIGPIPE, as a shell shows a
+    /// process killed by SIGPIPE).
+    pub const BROKEN_PIPE: i32 = 141;
+}
+
+/// What one turn's events said, for its exit status.
+#[derive(Default)]
+pub struct TurnTally {
+    /// An `error` event was seen.
+    pub error_event: bool,
+    /// A command or patch ran (whether asked or allowed by the policy or an
+    /// earlier "always").
+    pub tool_ran: bool,
+}
+
+impl TurnTally {
+    pub fn see(&mut self, msg: &deputy_protocol::EventMsg) {
+        use deputy_protocol::EventMsg;
+        match msg {
+            EventMsg::Error { .. } => self.error_event = true,
+            EventMsg::ExecCommandBegin { .. } | EventMsg::PatchApplyBegin { .. } => self.tool_ran = true,
+            _ => {}
+        }
+    }
+
+    /// The status of a turn that ended with `end` (`task_complete` or
+    /// `turn_aborted`), given the approver's answers during it.
+    pub fn status(&self, end: &deputy_protocol::EventMsg, aborted: bool, denied: u32) -> i32 {
+        match end {
+            deputy_protocol::EventMsg::TaskComplete { .. } if !aborted => {
+                if self.error_event {
+                    exit::TURN_ERROR
+                } else if denied > 0 && !self.tool_ran {
+                    exit::ALL_DENIED
+                } else {
+                    exit::OK
+                }
+            }
+            _ => exit::ABORTED,
+        }
+    }
 }
 
 /// Which sub-agent to run.
@@ -142,13 +210,17 @@ pub fn agent_and_session(
 
 /// Counts Ctrl-C presses (SIGINT), so the first can cancel gracefully and the
 /// second kill at once.
+#[derive(Clone)]
 pub struct Interrupts {
     count: watch::Receiver<u32>,
+    raise: Arc<watch::Sender<u32>>,
 }
 
 impl Interrupts {
     pub fn install() -> Interrupts {
         let (tx, count) = watch::channel(0u32);
+        let raise = Arc::new(tx);
+        let tx = Arc::clone(&raise);
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
             Ok(mut signals) => {
                 tokio::spawn(async move {
@@ -159,7 +231,13 @@ impl Interrupts {
             }
             Err(e) => tracing::warn!("cannot watch for Ctrl-C: {e}"),
         }
-        Interrupts { count }
+        Interrupts { count, raise }
+    }
+
+    /// Counts a Ctrl-C that did not come as a signal (typed into the line
+    /// editor, which reads the terminal in raw mode).
+    pub fn raise(&self) {
+        self.raise.send_modify(|n| *n += 1);
     }
 
     /// How many Ctrl-C were pressed so far.

@@ -1,6 +1,6 @@
 //! `deputy sessions`: the rollouts under `DEPUTY_HOME`, newest first.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -8,6 +8,19 @@ use deputy_agent::rollout;
 use deputy_protocol::{RolloutItem, RolloutLine, SessionMeta, SessionSource, SubAgentSource};
 
 use super::exit;
+use super::sanitize::clean;
+
+/// `println!` that stops at the first failed write (a closed pipe): the
+/// function returns the error instead of panicking.
+macro_rules! out {
+    ($w:expr) => { writeln!($w)? };
+    ($w:expr, $($arg:tt)*) => { writeln!($w, $($arg)*)? };
+}
+
+/// `eprintln!` that ignores a closed stderr (nothing is left to tell).
+macro_rules! err {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  deputy sessions list --limit 10\n  deputy sessions show SESSION_ID\n  \
@@ -69,29 +82,39 @@ fn source_name(source: &SessionSource) -> String {
 
 pub fn run(args: SessionsArgs) -> i32 {
     let Some(home) = args.home.clone().or_else(deputy_agent::default_home) else {
-        eprintln!("deputy: no home directory: set DEPUTY_HOME or pass --home");
+        err!("deputy: no home directory: set DEPUTY_HOME or pass --home");
         return exit::ERROR;
     };
-    match args.command {
-        SessionsCommand::List { limit } => list(&home, limit, args.json),
-        SessionsCommand::Show { session } => show(&home, &session, args.json),
+    let mut stdout = std::io::stdout().lock();
+    let done = match args.command {
+        SessionsCommand::List { limit } => list(&mut stdout, &home, limit, args.json),
+        SessionsCommand::Show { session } => show(&mut stdout, &home, &session, args.json),
+    };
+    match done.and_then(|code| stdout.flush().map(|()| code)) {
+        Ok(code) => code,
+        // A closed stdout (`| head`, `| true`): stop quietly.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(e) => {
+            err!("deputy: cannot write the output: {e}");
+            exit::ERROR
+        }
     }
 }
 
-fn list(home: &Path, limit: Option<usize>, json: bool) -> i32 {
+fn list(o: &mut impl Write, home: &Path, limit: Option<usize>, json: bool) -> std::io::Result<i32> {
     let files = match rollout::list(home) {
         Ok(files) => files,
         Err(e) => {
-            eprintln!("deputy: cannot read {}: {e}", rollout::sessions_dir(home).display());
-            return exit::ERROR;
+            err!("deputy: cannot read {}: {e}", rollout::sessions_dir(home).display());
+            return Ok(exit::ERROR);
         }
     };
     if files.is_empty() && !json {
-        eprintln!("deputy: no sessions under {}", rollout::sessions_dir(home).display());
+        err!("deputy: no sessions under {}", rollout::sessions_dir(home).display());
     }
     for path in files.into_iter().take(limit.unwrap_or(usize::MAX)) {
         let Some(meta) = read_meta(&path) else {
-            eprintln!("deputy: skipping {}: no session meta on its first line", path.display());
+            err!("deputy: skipping {}: no session meta on its first line", path.display());
             continue;
         };
         if json {
@@ -104,34 +127,35 @@ fn list(home: &Path, limit: Option<usize>, json: bool) -> i32 {
                 "forked_from": meta.forked_from,
                 "rollout_path": path,
             });
-            println!("{line}");
+            out!(o, "{line}");
         } else {
-            println!(
+            out!(
+                o,
                 "{}  {}  {:<8} {:<16} {}",
-                meta.session_id,
-                meta.created_at,
-                meta.model,
-                source_name(&meta.source),
-                meta.cwd.display()
+                clean(&meta.session_id),
+                clean(&meta.created_at.to_string()),
+                clean(&meta.model),
+                clean(&source_name(&meta.source)),
+                clean(&meta.cwd.to_string_lossy())
             );
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
-fn show(home: &Path, session: &str, json: bool) -> i32 {
+fn show(o: &mut impl Write, home: &Path, session: &str, json: bool) -> std::io::Result<i32> {
     let path = if Path::new(session).is_file() {
         PathBuf::from(session)
     } else {
         match rollout::find_by_id(home, session) {
             Ok(Some(path)) => path,
             Ok(None) => {
-                eprintln!("deputy: no session {session:?} under {}", rollout::sessions_dir(home).display());
-                return exit::ERROR;
+                err!("deputy: no session {session:?} under {}", rollout::sessions_dir(home).display());
+                return Ok(exit::ERROR);
             }
             Err(e) => {
-                eprintln!("deputy: cannot search {}: {e}", rollout::sessions_dir(home).display());
-                return exit::ERROR;
+                err!("deputy: cannot search {}: {e}", rollout::sessions_dir(home).display());
+                return Ok(exit::ERROR);
             }
         }
     };
@@ -141,36 +165,36 @@ fn show(home: &Path, session: &str, json: bool) -> i32 {
             Ok(bytes) => {
                 for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                     if serde_json::from_slice::<RolloutLine>(line).is_ok() {
-                        println!("{}", String::from_utf8_lossy(line));
+                        out!(o, "{}", String::from_utf8_lossy(line));
                     }
                 }
-                exit::OK
+                Ok(exit::OK)
             }
             Err(e) => {
-                eprintln!("deputy: cannot read {}: {e}", path.display());
-                exit::ERROR
+                err!("deputy: cannot read {}: {e}", path.display());
+                Ok(exit::ERROR)
             }
         };
     }
     let loaded = match rollout::load(&path) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("deputy: cannot read {}: {e}", path.display());
-            return exit::ERROR;
+            err!("deputy: cannot read {}: {e}", path.display());
+            return Ok(exit::ERROR);
         }
     };
     if let Some(meta) = &loaded.meta {
-        println!("session   {}", meta.session_id);
-        println!("created   {}", meta.created_at);
-        println!("model     {}", meta.model);
-        println!("source    {}", source_name(&meta.source));
-        println!("cwd       {}", meta.cwd.display());
+        out!(o, "session   {}", clean(&meta.session_id));
+        out!(o, "created   {}", clean(&meta.created_at.to_string()));
+        out!(o, "model     {}", clean(&meta.model));
+        out!(o, "source    {}", clean(&source_name(&meta.source)));
+        out!(o, "cwd       {}", clean(&meta.cwd.to_string_lossy()));
         if let Some(from) = &meta.forked_from {
-            println!("forked    from {from}");
+            out!(o, "forked    from {}", clean(from));
         }
     }
-    println!("rollout   {}", path.display());
-    println!();
+    out!(o, "rollout   {}", clean(&path.to_string_lossy()));
+    out!(o);
     for item in &loaded.items {
         match item {
             RolloutItem::SessionMeta(_) => {}
@@ -181,27 +205,29 @@ fn show(home: &Path, session: &str, json: bool) -> i32 {
                         deputy_protocol::InputItem::Text { text } => text.as_str(),
                     })
                     .collect();
-                println!("[{turn_id}] user: {}", text.join("\n"));
+                out!(o, "[{}] user: {}", clean(turn_id), clean(&text.join("\n")));
             }
-            RolloutItem::AgentMessage { message, .. } => println!("  agent: {message}"),
-            RolloutItem::Reasoning { text, .. } => println!("  (reasoning) {text}"),
-            RolloutItem::ToolCall { name, arguments, .. } => println!("  tool {name}: {arguments}"),
+            RolloutItem::AgentMessage { message, .. } => out!(o, "  agent: {}", clean(message)),
+            RolloutItem::Reasoning { text, .. } => out!(o, "  (reasoning) {}", clean(text)),
+            RolloutItem::ToolCall { name, arguments, .. } => {
+                out!(o, "  tool {}: {}", clean(name), clean(&arguments.to_string()))
+            }
             RolloutItem::ToolResult { success, output, .. } => {
                 let first = output.lines().next().unwrap_or("");
-                println!("  → {} {first}", if *success { "ok" } else { "failed" });
+                out!(o, "  → {} {}", if *success { "ok" } else { "failed" }, clean(first));
             }
-            RolloutItem::Approval { kind, decision, .. } => println!("  approval {kind:?}: {decision:?}"),
+            RolloutItem::Approval { kind, decision, .. } => out!(o, "  approval {kind:?}: {decision:?}"),
             RolloutItem::TokenCount { info } => {
-                println!("  tokens: {} total", info.total_token_usage.total_tokens)
+                out!(o, "  tokens: {} total", info.total_token_usage.total_tokens)
             }
-            RolloutItem::TurnComplete { turn_id } => println!("[{turn_id}] complete"),
+            RolloutItem::TurnComplete { turn_id } => out!(o, "[{}] complete", clean(turn_id)),
             RolloutItem::TurnAborted { turn_id, reason } => {
-                println!("[{turn_id}] aborted ({})", super::render::reason_name(*reason))
+                out!(o, "[{}] aborted ({})", clean(turn_id), super::render::reason_name(*reason))
             }
         }
     }
     if loaded.dropped_torn_line {
-        eprintln!("deputy: the last line of the rollout was torn and is not shown");
+        err!("deputy: the last line of the rollout was torn and is not shown");
     }
-    exit::OK
+    Ok(exit::OK)
 }
