@@ -346,3 +346,21 @@ fn approve_patch_does_not_cover_writes_outside_the_workspace() {
         .stdout(contains("patch applied"));
     assert!(work.join("inside.txt").exists());
 }
+
+/// A prompt over the agent's announced `max_line_bytes` (16 MiB for `deputy
+/// agent`) is refused before anything is sent: a usage error naming the
+/// limit, never a hang.
+#[test]
+fn a_prompt_over_the_agents_line_limit_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    let prompt = "x".repeat(17 * 1024 * 1024);
+    let start = Instant::now();
+    deputy(home.path())
+        .args(["exec", "--approve", "exec", "-"])
+        .write_stdin(prompt)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(2)
+        .stderr(contains("limit of 16777216 bytes"));
+    assert!(start.elapsed() < Duration::from_secs(60));
+}

@@ -144,6 +144,13 @@ pub async fn run(args: ExecArgs) -> i32 {
             renderer.finish();
             return stop_code(&stop).unwrap_or(exit::ERROR);
         }
+        Err(e @ HostError::MessageTooLarge { .. }) => {
+            // The prompt itself is too big for the agent: the caller's input
+            // is at fault, as with any other bad argument.
+            drop(spinner);
+            renderer.error(&format!("{e} (the prompt is too large for this agent)"));
+            return stop_code(&stop).unwrap_or(exit::USAGE);
+        }
         Err(e) => {
             drop(spinner);
             renderer.error(&e.to_string());
