@@ -559,13 +559,15 @@ mod tests {
     fn events(s: &str) -> Vec<EventMsg> {
         let changes = |s: &str| {
             BTreeMap::from([
-                (format!("{s}.txt"), FileChange::Add { content: format!("{s}\n") }),
-                (format!("d{s}"), FileChange::Delete { content: s.into() }),
+                (format!("{s}.txt"), FileChange::Add { content: format!("{s}\n"), truncated: false, total_bytes: None }),
+                (format!("d{s}"), FileChange::Delete { content: s.into(), truncated: false, total_bytes: None }),
                 (
                     format!("u{s}"),
                     FileChange::Update {
                         unified_diff: format!("@@ {s}\n-{s}\n+{s}\n {s}\n"),
                         move_path: Some(PathBuf::from(s)),
+                        truncated: false,
+                        total_bytes: None,
                     },
                 ),
             ])
@@ -596,6 +598,7 @@ mod tests {
                 output: s.into(),
                 truncated: false,
                 timed_out: false,
+                interrupted: false,
             },
             EventMsg::ExecCommandEnd {
                 call_id: "c2".into(),
@@ -605,6 +608,7 @@ mod tests {
                 output: s.into(),
                 truncated: false,
                 timed_out: true,
+                interrupted: true,
             },
             EventMsg::PatchApplyBegin {
                 call_id: "p".into(),

@@ -39,7 +39,7 @@ impl Sizes {
         approvals: 100_000,
         echo_round_trips: 100_000,
         spawns: 200,
-        cancels: 50,
+        cancels: 200,
         fanout: 100,
         soak: 2_000,
     };
@@ -374,15 +374,23 @@ pub async fn cancel(bench: &Bench) -> Result<Vec<Figure>> {
 
     let a = Summary::of_durations_ms(&cooperative);
     let b = Summary::of_durations_ms(&stubborn);
+    let budget_ms = deputy_host::DEFAULT_SHUTDOWN_DEADLINE.as_secs_f64() * 1e3;
+    let drain_ms = budget_ms - deputy_host::KILL_RESERVE.as_secs_f64() * 1e3;
     Ok(vec![
         Figure::new("cancel", "cooperative: cancel to reaped, p99", a.p99, "ms")
             .runs(runs)
             .target("<= 50 ms", a.p99 <= 50.0)
             .detail(json!({"median_ms": a.median, "max_ms": a.max})),
-        Figure::new("cancel", "stubborn: cancel to tree reaped, p99", b.p99, "ms")
+        // The agent gets the drain window (budget less the kill reserve) to
+        // exit; the tree must be dead and reaped within the budget, every run.
+        Figure::new("cancel", "stubborn: cancel to tree reaped, max", b.max, "ms")
             .runs(runs)
-            .target("every run >= 500 ms, p99 <= 520 ms", b.min >= 500.0 && b.p99 <= 520.0)
-            .detail(json!({"min_ms": b.min, "median_ms": b.median, "max_ms": b.max})),
+            .target(
+                format!("every run >= {drain_ms} ms (drain window), max <= {budget_ms} ms"),
+                b.min >= drain_ms && b.max <= budget_ms,
+            )
+            .detail(json!({"min_ms": b.min, "median_ms": b.median, "p99_ms": b.p99, "max_ms": b.max,
+                "budget_ms": budget_ms, "kill_reserve_ms": deputy_host::KILL_RESERVE.as_secs_f64() * 1e3})),
         Figure::new("cancel", "stubborn: grandchildren left alive", grandchildren_left as f64, "processes")
             .runs(runs)
             .target("0", grandchildren_left == 0),
