@@ -142,6 +142,15 @@ impl GroupGuard {
 }
 
 impl GroupGuard {
+    /// Freezes and kills the command's whole tree (its group, and every
+    /// descendant by parent links, in whatever group or session) while it
+    /// still runs, so the links still lead everywhere.
+    fn kill_tree(&self) {
+        if let Some(pid) = self.pgid {
+            deputy_proctree::kill_tree(&Tree { group: Some(pid), ..Tree::session_leader(pid) });
+        }
+    }
+
     fn kill_group(&self) {
         if let Some(pgid) = self.pgid {
             // SAFETY: plain syscall; ESRCH (group gone) is fine.
@@ -154,12 +163,10 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.pgid
-            && self.child.is_some()
-        {
+        if self.pgid.is_some() && self.child.is_some() {
             // Cancelled while running: freeze and kill its whole tree while
             // the parent links still lead to everything it started.
-            deputy_proctree::kill_tree(&Tree { group: Some(pid), ..Tree::session_leader(pid) });
+            self.kill_tree();
             // Still registered: tokio reaps it, not `kill_leftovers`.
             kill_leftovers();
             self.unregister();
@@ -294,7 +301,7 @@ where
             }
             () = tokio::time::sleep_until(deadline), if !timed_out && status.is_none() => {
                 timed_out = true;
-                guard.kill_group();
+                guard.kill_tree();
                 group_killed = true;
             }
             () = sleep_until_opt(pipe_deadline) => {
