@@ -33,6 +33,9 @@ const PEAK_RSS_KIB: u64 = 32 * 1024;
 const STALL: Duration = Duration::from_millis(500);
 /// A watchdog: a wedged agent is killed, so the test fails instead of hanging.
 const WATCHDOG: Duration = Duration::from_secs(60);
+/// Silence on stdout this long, with answers missing, means they will not
+/// come (an answer that was dropped): the test stops waiting and reports.
+const IDLE: Duration = Duration::from_secs(5);
 /// Lines per write.
 const CHUNK: usize = 1000;
 
@@ -40,10 +43,11 @@ const CHUNK: usize = 1000;
 /// every flood answer) means everything was read.
 const SYNC_ID: &str = "sync";
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
-    line[field.len()..].trim().trim_end_matches("kB").trim().parse().unwrap()
+/// A `kB` field of `/proc/PID/status`; `None` once the process is gone.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// What a flood produced.
@@ -126,8 +130,35 @@ fn flood(answers: bool, session: bool, line: impl Fn(usize) -> String + Send + '
 
     std::thread::sleep(STALL);
     let written_while_stalled = written.load(Ordering::Acquire);
-    let rss_stalled_kib = status_kib(pid, "VmRSS:");
+    let rss_stalled_kib = status_kib(pid, "VmRSS:").expect("the agent is running");
 
+    // Now read, on a thread, so that a silent agent is noticed (`IDLE`)
+    // rather than waited for.
+    let (line_tx, lines) = channel::<Result<String, String>>();
+    std::thread::spawn(move || {
+        loop {
+            let mut line = String::new();
+            match stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !line.ends_with('\n') => {
+                    let _ = line_tx.send(Err(line));
+                    break;
+                }
+                Ok(_) => {
+                    if line_tx.send(Ok(line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let next = || match lines.recv_timeout(IDLE) {
+        Ok(Ok(line)) => {
+            Some(serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
+        }
+        Ok(Err(partial)) => panic!("stdout ended in the middle of a line: {partial:?}"),
+        Err(_) => None,
+    };
     let mut answered = vec![0u32; FLOOD];
     let mut null_id_parse_errors = 0;
     let mut codes = std::collections::BTreeMap::new();
@@ -139,17 +170,22 @@ fn flood(answers: bool, session: bool, line: impl Fn(usize) -> String + Send + '
     // flood answer are in.
     let wants = if answers { FLOOD } else { 0 };
     while !(synced && count(&answered, null_id_parse_errors) >= wants) {
-        let Some(msg) = read_message(&mut stdout) else { break };
+        let Some(msg) = next() else { break };
         tally(&msg, &mut answered, &mut null_id_parse_errors, &mut codes, &mut synced, &mut others);
     }
     // Everything is in: the peak is final (a zombie has no VmHWM, so read it
     // before the agent exits).
-    let peak_kib = status_kib(pid, "VmHWM:");
-    let agent_cpu = cpu_time(pid);
+    let (Some(peak_kib), Some(agent_cpu)) = (status_kib(pid, "VmHWM:"), cpu_time(pid)) else {
+        panic!(
+            "the agent is gone (watchdog?) after {} answers{}",
+            count(&answered, null_id_parse_errors),
+            if synced { "" } else { ", none to the sync request" }
+        )
+    };
     let stdin = writer.join().unwrap();
     drop(stdin);
     // Nothing more may come: no answer twice, nothing unasked.
-    while let Some(msg) = read_message(&mut stdout) {
+    while let Some(msg) = next() {
         tally(&msg, &mut answered, &mut null_id_parse_errors, &mut codes, &mut synced, &mut others);
     }
     let status = child.wait().unwrap();
@@ -173,11 +209,11 @@ fn flood(answers: bool, session: bool, line: impl Fn(usize) -> String + Send + '
 
 /// User + system CPU time of a process, from `/proc/PID/stat` (in clock
 /// ticks of 10 ms, the value on every Linux the tests run on).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn write_flood(mut stdin: ChildStdin, line: &dyn Fn(usize) -> String, written: &AtomicUsize) -> ChildStdin {
