@@ -81,6 +81,28 @@ fn a_daemon_left_by_a_command_that_ended_is_killed_with_the_command() {
     a.shutdown_and_wait();
 }
 
+/// The sloppy daemon of a shell one-liner (the issue's `setsid sleep 300 &`):
+/// a session of its own, and the command's output pipes still open, so the
+/// command's output only ends when the daemon is killed.
+#[test]
+fn a_shell_daemon_holding_the_output_pipes_is_killed_and_the_turn_ends() {
+    let mut a = spawn();
+    a.start(json!({"approval_policy": "never_ask"}));
+    // The outer shell waits for the pid file, so the daemon exists (and has
+    // been written down) before the command ends.
+    let id = a.say(
+        "t1",
+        r#"$ sh -c 'setsid sh -c "sleep 300 & echo \$! > d.tmp && mv d.tmp daemon.pid; wait" & while [ ! -f daemon.pid ]; do sleep 0.01; done'"#,
+    );
+    a.result(id);
+    let daemon = Daemon(read_pid(&a.cwd.join("daemon.pid")));
+    let end = a.event("exec_command_end");
+    assert_eq!(end["msg"]["exit_code"], 0, "{end}");
+    assert_eq!(a.turn_end("t1")["type"], "task_complete");
+    assert!(daemon.gone(), "daemon {} outlived its command (parent {:?})", daemon.0, ppid(daemon.0));
+    a.shutdown_and_wait();
+}
+
 /// Starts a turn whose command daemonises and keeps running; returns the
 /// daemon, re-parented to the agent.
 fn running_daemon(a: &mut Agent) -> Daemon {
@@ -134,7 +156,7 @@ fn deputy_exec_ctrl_c_kills_a_daemon() {
         .current_dir(cwd.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let daemon = Daemon::from_file(&cwd.path().join("daemon.pid"));
