@@ -167,3 +167,15 @@ fn deputy_exec_ctrl_c_kills_a_daemon() {
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(daemon.gone(), "daemon {} survived deputy exec's Ctrl-C", daemon.0);
 }
+
+/// SIGTERM (a host's polite kill) ends the session gracefully, and the
+/// agent's exit path kills what its commands left.
+#[test]
+fn a_daemon_is_killed_when_the_agent_is_terminated() {
+    let mut a = spawn();
+    let daemon = running_daemon(&mut a);
+    kill(Pid::from_raw(a.pid() as i32), Signal::SIGTERM).unwrap();
+    let status = a.wait_exit(Duration::from_secs(5)).expect("exits on SIGTERM");
+    assert!(status.code().is_some(), "killed by a signal instead of exiting: {status:?}");
+    assert!(daemon.gone(), "daemon {} survived the agent's SIGTERM", daemon.0);
+}
