@@ -33,7 +33,7 @@ pub struct ConversationConfig {
     pub handshake_timeout: Duration,
     /// The cancel ladder's budget (default 500 ms): by its end the agent's
     /// whole process tree is dead and reaped. The agent gets the budget less
-    /// [`KILL_RESERVE`](crate::KILL_RESERVE) (at most a quarter of it) to exit
+    /// [`KILL_RESERVE`](crate::KILL_RESERVE) (150 ms, at most a third of it) to exit
     /// by itself; then its tree is killed, within the reserve.
     pub shutdown_deadline: Duration,
     /// Transport settings.

@@ -45,15 +45,18 @@ const APPROVAL_ABORT_GRACE: Duration = Duration::from_millis(20);
 /// Of the ladder's budget, the part kept for the kill: freezing and killing
 /// the tree (a read of `/proc` per round, usually two), the agent's exit
 /// after SIGKILL (the kernel frees its memory), the reap and stderr's EOF.
-/// Measured: 2–6 ms on an idle machine, up to ~40 ms with both cores busy
-/// (`deputy-bench cancel`); 100 ms leaves room. Never more than a quarter of
-/// the budget.
-pub const KILL_RESERVE: Duration = Duration::from_millis(100);
+/// Measured with `deputy-bench cancel` (200 stubborn agents, each with a
+/// grandchild), time from the end of the drain window to the tree reaped:
+/// median 5–8 ms, p99 ~21 ms with the machine's two cores busy compiling;
+/// median ~17 ms, p99 ~71 ms, worst 216 ms with two more `yes` processes on
+/// top (four runnable processes per core). 150 ms covers the p99 of that
+/// overload with room. Never more than a third of the budget.
+pub const KILL_RESERVE: Duration = Duration::from_millis(150);
 
 /// How long the ladder waits for a graceful exit within `budget`: the rest
 /// is [`KILL_RESERVE`], so the tree is dead and reaped by the budget's end.
 pub(crate) fn drain_window(budget: Duration) -> Duration {
-    budget.saturating_sub(KILL_RESERVE.min(budget / 4))
+    budget.saturating_sub(KILL_RESERVE.min(budget / 3))
 }
 
 /// The most events handed to the caller's channel in one batch.

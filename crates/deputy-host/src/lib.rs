@@ -84,7 +84,7 @@
 //!    its stdout ends — `deputy agent` answers both requests and writes
 //!    `turn_aborted` and `shutdown_complete` after the EOF — or the end of the
 //!    drain window: the budget (`shutdown_deadline`, 500 ms) less
-//!    [`KILL_RESERVE`] (100 ms, at most a quarter of the budget);
+//!    [`KILL_RESERVE`] (150 ms, at most a third of the budget);
 //! 3. then the tree is frozen and SIGKILLed, the agent reaped and the reader
 //!    tasks aborted (a grandchild holding the pipe cannot keep them alive),
 //!    inside the reserve: the tree is dead and reaped within the budget;
