@@ -59,6 +59,11 @@ pub(crate) fn drain_window(budget: Duration) -> Duration {
     budget.saturating_sub(KILL_RESERVE.min(budget / 3))
 }
 
+/// During an ending, the most events kept for the caller beyond the
+/// channel (see [`EventSink::flush`]); past it only events that close
+/// something (a turn, a command, a patch, the session) are kept.
+const ENDING_OVERFLOW: usize = 4096;
+
 /// The most events handed to the caller's channel in one batch.
 const MAX_EVENT_BATCH: usize = 256;
 
@@ -154,6 +159,12 @@ pub(crate) struct Shared {
     /// Fires when the event sink is dropped: every event read was handled
     /// and the caller's channel is closed.
     events_done: CancellationToken,
+    /// Events that arrived during an ending while the caller's channel was
+    /// full: the ladder cannot wait for a consumer, but the events (the
+    /// turn's end, `shutdown_complete`) must not be lost. Read after the
+    /// channel, in order; once it holds anything, every later event goes
+    /// here too.
+    overflow: Mutex<std::collections::VecDeque<Event>>,
     /// `session_configured` was handled (it carries the restored token usage).
     configured: AtomicBool,
     configured_seen: Notify,
@@ -179,6 +190,7 @@ impl Shared {
             shutdown_complete: AtomicBool::new(false),
             usage: Mutex::new(None),
             events_done: CancellationToken::new(),
+            overflow: Mutex::new(std::collections::VecDeque::new()),
             configured: AtomicBool::new(false),
             configured_seen: Notify::new(),
             approvals: AtomicUsize::new(0),
@@ -186,6 +198,38 @@ impl Shared {
             outcome: watch::channel(None).0,
             deadline,
         }
+    }
+
+    fn overflow_is_empty(&self) -> bool {
+        self.overflow.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Keeps events of an ending for the caller (see `overflow`), bounded.
+    fn keep_for_ending(&self, events: Vec<Event>) {
+        let mut overflow = self.overflow.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dropped = 0usize;
+        for event in events {
+            let closes = event.msg.ends_turn()
+                || matches!(
+                    event.msg,
+                    EventMsg::ShutdownComplete
+                        | EventMsg::ExecCommandEnd { .. }
+                        | EventMsg::PatchApplyEnd { .. }
+                        | EventMsg::Error { .. }
+                );
+            if overflow.len() < ENDING_OVERFLOW || closes {
+                overflow.push_back(event);
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "the conversation is ending and nobody reads its events: dropping some");
+        }
+    }
+
+    fn pop_overflow(&self) -> Option<Event> {
+        self.overflow.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
     }
 
     fn set_usage(&self, info: TokenUsageInfo) {
@@ -326,18 +370,31 @@ impl EventSink {
         if events.is_empty() {
             return;
         }
+        if !self.shared.overflow_is_empty() {
+            // Later events never overtake the ones kept in the overflow.
+            self.shared.keep_for_ending(events);
+            return;
+        }
         match self.tx.try_send(events) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(events)) => {
                 // Wait for room (backpressure), but never past the start of
-                // an ending: a consumer that stopped reading must not wedge us.
+                // an ending: a consumer that stopped reading must not wedge
+                // us. Then the events are kept aside instead of lost.
                 let drain = &self.shared.drain;
-                if !drain.is_cancelled() {
-                    tokio::select! {
-                        biased;
-                        _ = self.tx.send(events) => {}
-                        () = drain.cancelled() => {}
-                    }
+                if drain.is_cancelled() {
+                    self.shared.keep_for_ending(events);
+                    return;
+                }
+                let permit = tokio::select! {
+                    biased;
+                    permit = self.tx.reserve() => permit.ok(),
+                    () = drain.cancelled() => None,
+                };
+                match permit {
+                    Some(permit) => permit.send(events),
+                    None if !self.tx.is_closed() => self.shared.keep_for_ending(events),
+                    None => {}
                 }
             }
         }
@@ -924,19 +981,29 @@ impl Conversation {
 
     /// The next event, or `None` once the agent is gone and all events were read.
     pub async fn next_event(&mut self) -> Option<Event> {
-        if let Some(event) = self.ready.pop_front() {
+        if let Some(event) = self.try_next_event() {
             return Some(event);
         }
-        self.ready.extend(self.events.recv().await?);
-        self.ready.pop_front()
+        // The channel is empty and so is the overflow; while the channel has
+        // room the sink never adds to the overflow, so waiting on it is enough.
+        match self.events.recv().await {
+            Some(batch) => {
+                self.ready.extend(batch);
+                self.ready.pop_front()
+            }
+            None => self.submitter.shared.pop_overflow(),
+        }
     }
 
     /// An event if one is ready.
     pub fn try_next_event(&mut self) -> Option<Event> {
-        if self.ready.is_empty() {
-            self.ready.extend(self.events.try_recv().ok()?);
+        if self.ready.is_empty()
+            && let Ok(batch) = self.events.try_recv()
+        {
+            self.ready.extend(batch);
         }
-        self.ready.pop_front()
+        // The channel's events first, then those kept during the ending.
+        self.ready.pop_front().or_else(|| self.submitter.shared.pop_overflow())
     }
 
     /// Runs the cancel ladder (see the crate docs) and returns how the agent
