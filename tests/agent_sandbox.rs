@@ -335,3 +335,34 @@ fn a_kernel_without_landlock_is_an_error_unless_best_effort() {
     assert!(!a.lines.iter().any(|l| l.contains("\"warning\"")));
     a.shutdown_and_wait();
 }
+
+#[test]
+fn deputy_exec_marks_commands_run_outside_the_sandbox() {
+    let p = place();
+    let exec = |extra: &[&str], prompt: &str| {
+        let out = std::process::Command::new(bin())
+            .arg("exec")
+            .arg("--home")
+            .arg(&p.home)
+            .arg("--cwd")
+            .arg(&p.ws)
+            .args(extra)
+            .args(["--approve", "exec", prompt])
+            .env_remove("DEPUTY_HOME")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = exec(&["--sandbox", "off"], "$ touch ../off");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("[unsandboxed] $ touch ../off"), "{out}");
+    assert!(p.parent.join("off").exists());
+    let (code, out) = exec(&["--sandbox", "workspace-write"], "$ touch ../confined");
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("$ touch ../confined") && !out.contains("[unsandboxed]"), "{out}");
+    assert!(!p.parent.join("confined").exists());
+    let (code, out) = exec(&["--sandbox", "read-only"], "$ touch here");
+    assert_ne!(code, Some(0), "{out}");
+    assert!(!p.ws.join("here").exists());
+}
