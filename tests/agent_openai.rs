@@ -551,3 +551,41 @@ fn exec_runs_a_turn_against_the_endpoint() {
     assert!(stdout.contains("All done."), "{stdout}");
     assert_eq!(server.bodies().len(), 2);
 }
+
+#[test]
+fn tool_calls_of_the_openai_brain_run_in_the_sandbox() {
+    // The agent reaches the model server; its tools may not (not even that
+    // server), nor write outside the workspace.
+    let server = Server::start(vec![]);
+    let port = server.port;
+    let connect = format!("echo x > /dev/tcp/127.0.0.1/{port}");
+    let server = server.fallback(answer(&["unused"]));
+    server.state.lock().unwrap().replies = vec![
+        tool_calls(&[
+            ("call_w", "shell", json!({"command": ["touch", "../outside"]})),
+            ("call_n", "shell", json!({"command": ["bash", "-c", connect]})),
+            ("call_i", "shell", json!({"command": ["touch", "inside"]})),
+        ]),
+        answer(&["Done."]),
+    ]
+    .into();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ws = dir.path().canonicalize().unwrap().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let mut a = agent_for(&server, &[]);
+    a.start(json!({"cwd": ws, "approval_policy": "never_ask", "sandbox": "workspace_write"}));
+    a.say("t1", "try things");
+    assert_eq!(a.turn_end("t1")["last_agent_message"], "Done.");
+    let ends = events_of(&a, "t1", "exec_command_end");
+    let code = |id: &str| ends.iter().find(|e| e["call_id"] == id).unwrap()["exit_code"].as_i64().unwrap();
+    assert_ne!(code("call_w"), 0);
+    assert_ne!(code("call_n"), 0);
+    assert_eq!(code("call_i"), 0);
+    assert!(ws.join("inside").exists());
+    assert!(!dir.path().join("outside").exists());
+    // Two model calls only: the tool's connection never reached the server.
+    assert_eq!(server.bodies().len(), 2);
+    let tool = &server.bodies()[1]["messages"][3];
+    assert!(tool["content"].as_str().unwrap().contains("Permission denied"), "{tool}");
+    a.shutdown_and_wait();
+}

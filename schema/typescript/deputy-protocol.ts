@@ -54,7 +54,12 @@ initial_history: Array<string>,
 /**
  * The longest line, in bytes, this agent reads; longer lines are rejected.
  */
-max_line_bytes?: number, };
+max_line_bytes?: number, 
+/**
+ * What command sandboxing this agent can enforce on this kernel
+ * (absent: an agent that does not sandbox).
+ */
+sandbox?: SandboxSupport, };
 
 export type InitializeResult = { 
 /**
@@ -66,7 +71,7 @@ export type SessionSource = "cli" | "exec" | "ide" | "mcp" | { "subagent": SubAg
 
 export type SubAgentSource = "review" | "compact" | { "other": string };
 
-export type ApprovalPolicy = "ask_always" | "ask_unless_read_only" | "never_ask";
+export type ApprovalPolicy = "ask_always" | "ask_unless_read_only" | "never_ask" | "ask_to_escalate";
 
 export type ModelSelection = { name: string, 
 /**
@@ -95,6 +100,25 @@ keep_secret_env?: boolean, };
 
 export type OnBusy = "reject" | "queue" | "replace";
 
+export type SandboxMode = "workspace_write" | "read_only" | "off";
+
+export type SandboxSupport = { 
+/**
+ * The kernel's Landlock ABI version (0: no Landlock). The file-system
+ * rules need 3 or more; 4 adds TCP bind/connect rules; 6 adds scoping
+ * of abstract unix sockets and signals.
+ */
+landlock_abi: number, 
+/**
+ * Whether seccomp filters are available (the network rule needs them).
+ */
+seccomp: boolean, 
+/**
+ * The `sandbox` modes a session can ask for without `sandbox_best_effort`
+ * (always contains `off`).
+ */
+modes: Array<SandboxMode>, };
+
 export type SessionStartParams = { 
 /**
  * The session's working directory: commands run here and patches are
@@ -115,7 +139,26 @@ writable_roots?: Array<string>, exec?: ExecSettings,
  * to stop (an `interrupt`) waits for that turn's `turn_aborted` and then
  * starts: it is never rejected.
  */
-on_busy?: OnBusy, _meta?: JsonValue, };
+on_busy?: OnBusy, 
+/**
+ * How commands are confined. Absent: `workspace_write`, best effort
+ * (on a kernel without Landlock/seccomp the session starts with a
+ * `warning` event instead of failing). Given explicitly, it is enforced
+ * or `session/start` fails with -32016, unless `sandbox_best_effort`.
+ */
+sandbox?: SandboxMode, 
+/**
+ * Allow the network to sandboxed commands (default false).
+ */
+network?: boolean, 
+/**
+ * When the kernel cannot enforce the sandbox: true starts the session
+ * anyway (commands then run unsandboxed, a `warning` event says so and
+ * every `exec_command_begin` carries `unsandboxed: true`); false fails
+ * `session/start` with -32016. Default: false when `sandbox` is given,
+ * true when it is absent.
+ */
+sandbox_best_effort?: boolean, _meta?: JsonValue, };
 
 export type SessionStartResult = { session_id: string, 
 /**
@@ -154,7 +197,14 @@ token_usage?: TokenUsageInfo, cwd: string, approval_policy: ApprovalPolicy,
 /**
  * Set when this session was forked from another.
  */
-forked_from?: string, } | { "type": "task_started", turn_id: string, model_context_window?: number, } | { "type": "task_complete", turn_id: string, last_agent_message?: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, } | { "type": "agent_message", message: string, } | { "type": "agent_message_delta", delta: string, } | { "type": "agent_reasoning", text: string, } | { "type": "agent_reasoning_delta", delta: string, } | { "type": "token_count", info?: TokenUsageInfo, } | { "type": "exec_command_begin", call_id: string, turn_id: string, command: Array<string>, cwd: string, } | { "type": "exec_command_output_delta", call_id: string, stream: ExecOutputStream, chunk: string, } | { "type": "exec_command_end", call_id: string, turn_id: string, 
+forked_from?: string, } | { "type": "task_started", turn_id: string, model_context_window?: number, } | { "type": "task_complete", turn_id: string, last_agent_message?: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, } | { "type": "agent_message", message: string, } | { "type": "agent_message_delta", delta: string, } | { "type": "agent_reasoning", text: string, } | { "type": "agent_reasoning_delta", delta: string, } | { "type": "token_count", info?: TokenUsageInfo, } | { "type": "exec_command_begin", call_id: string, turn_id: string, command: Array<string>, cwd: string, 
+/**
+ * True when the command runs **outside** the sandbox: the session's
+ * `sandbox` is `off`, the sandbox could not be enforced (best
+ * effort), or an escalation was approved. Absent (false): it runs in
+ * the session's sandbox.
+ */
+unsandboxed?: boolean, } | { "type": "exec_command_output_delta", call_id: string, stream: ExecOutputStream, chunk: string, } | { "type": "exec_command_end", call_id: string, turn_id: string, 
 /**
  * The exit code; 128 + N when killed by signal N; -1 if it never ran.
  */
@@ -205,7 +255,15 @@ approval_id?: string, turn_id: string,
 /**
  * The argv to run (no shell unless argv itself is e.g. `sh -c …`).
  */
-command: Array<string>, cwd: string, reason?: string, };
+command: Array<string>, cwd: string, reason?: string, 
+/**
+ * True for an **escalation** (policy `ask_to_escalate`): the command
+ * already ran in the sandbox and failed in a way that looks like the
+ * sandbox blocked it (`reason` says what); approving runs it again
+ * **outside** the sandbox. Absent (false): approving runs it in the
+ * session's sandbox.
+ */
+unsandboxed?: boolean, };
 
 export type PatchApprovalParams = { call_id: string, turn_id: string, 
 /**

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use clap::Args;
 use deputy_host::AgentCommand;
-use deputy_protocol::{HistorySource, InitialHistory, ModelSelection, SessionSource, SessionStartParams};
+use deputy_protocol::{
+    HistorySource, InitialHistory, ModelSelection, SandboxMode, SessionSource, SessionStartParams,
+};
 use tokio::sync::watch;
 
 use render::Renderer;
@@ -144,6 +146,37 @@ pub struct SessionArgs {
     /// Start a new session from a copy of an earlier one, by id or rollout path.
     #[arg(long, value_name = "SESSION_ID_OR_PATH")]
     pub fork: Option<String>,
+
+    /// Confine the agent's commands (Landlock + seccomp): `workspace-write`
+    /// (write only the working directory and the temp dir; no network),
+    /// `read-only` (write only the temp dir) or `off`. Given, it is enforced
+    /// or the session fails to start; without it, workspace-write where the
+    /// kernel can (else a warning). Commands run outside are marked
+    /// `[unsandboxed]`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sandbox: Option<SandboxArg>,
+
+    /// Allow the network to sandboxed commands.
+    #[arg(long)]
+    pub network: bool,
+}
+
+/// `--sandbox` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxArg {
+    WorkspaceWrite,
+    ReadOnly,
+    Off,
+}
+
+impl From<SandboxArg> for SandboxMode {
+    fn from(a: SandboxArg) -> SandboxMode {
+        match a {
+            SandboxArg::WorkspaceWrite => SandboxMode::WorkspaceWrite,
+            SandboxArg::ReadOnly => SandboxMode::ReadOnly,
+            SandboxArg::Off => SandboxMode::Off,
+        }
+    }
 }
 
 fn history_source(arg: &str) -> HistorySource {
@@ -188,6 +221,8 @@ pub fn agent_and_session(
     }
     let mut params = SessionStartParams::new(cwd);
     params.source = source;
+    params.sandbox = session.sandbox.map(SandboxMode::from);
+    params.network = session.network;
     params.model = match (&agent.model, &agent.scenario) {
         (None, None) if agent.base_url.is_some() || agent.api_key_env.is_some() => {
             return Err("--base-url and --api-key-env need --model openai:MODEL".into());

@@ -404,10 +404,17 @@ impl Renderer {
                 }
                 self.newline(&mut state);
             }
-            EventMsg::ExecCommandBegin { command, .. } => {
+            EventMsg::ExecCommandBegin { command, unsandboxed, .. } => {
                 self.newline(&mut state);
+                // A command outside the sandbox is marked, in the colour of warnings.
+                let mark = if *unsandboxed {
+                    format!("{} ", self.paint(true, YELLOW.bold(), "[unsandboxed]"))
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "{} {}\n",
+                    "{}{} {}\n",
+                    mark,
                     self.paint(true, CYAN.bold(), "$"),
                     self.paint(true, BOLD, &quote_argv(command))
                 );
@@ -559,22 +566,11 @@ mod tests {
     fn events(s: &str) -> Vec<EventMsg> {
         let changes = |s: &str| {
             BTreeMap::from([
-                (
-                    format!("{s}.txt"),
-                    FileChange::Add { content: format!("{s}\n"), truncated: false, total_bytes: None },
-                ),
-                (
-                    format!("d{s}"),
-                    FileChange::Delete { content: s.into(), truncated: false, total_bytes: None },
-                ),
+                (format!("{s}.txt"), FileChange::add(format!("{s}\n"))),
+                (format!("d{s}"), FileChange::delete(s)),
                 (
                     format!("u{s}"),
-                    FileChange::Update {
-                        unified_diff: format!("@@ {s}\n-{s}\n+{s}\n {s}\n"),
-                        move_path: Some(PathBuf::from(s)),
-                        truncated: false,
-                        total_bytes: None,
-                    },
+                    FileChange::update(format!("@@ {s}\n-{s}\n+{s}\n {s}\n"), Some(PathBuf::from(s))),
                 ),
             ])
         };
@@ -590,6 +586,7 @@ mod tests {
                 turn_id: "t".into(),
                 command: vec!["echo".into(), s.into()],
                 cwd: PathBuf::from(s),
+                unsandboxed: true,
             },
             EventMsg::ExecCommandOutputDelta {
                 call_id: "c1".into(),

@@ -138,6 +138,10 @@ fn is_listed(name: &str, args: &[String]) -> bool {
 #[derive(Debug, Default)]
 pub struct Approvals {
     pub policy: ApprovalPolicy,
+    /// Whether the session's commands run in an enforced sandbox (what
+    /// `ask_to_escalate` relies on; without it that policy asks as
+    /// `ask_always` does).
+    pub sandboxed: bool,
     /// Argvs answered `approved_for_session`.
     exec_grants: HashSet<Vec<String>>,
     /// Files (absolute) covered by a patch answered `approved_for_session`.
@@ -149,20 +153,37 @@ impl Approvals {
         Approvals { policy, ..Approvals::default() }
     }
 
+    /// With the session's sandbox enforced or not.
+    pub fn sandboxed(mut self, sandboxed: bool) -> Self {
+        self.sandboxed = sandboxed;
+        self
+    }
+
+    /// Whether a sandboxed command that failed on a denial is offered to
+    /// re-run outside the sandbox (`ask_to_escalate` with an enforced sandbox).
+    pub fn escalates(&self) -> bool {
+        self.policy == ApprovalPolicy::AskToEscalate && self.sandboxed
+    }
+
     /// Whether running `argv` needs the host's approval; `workspace` is the
     /// session's writable roots (a program inside them is never read-only).
     pub fn exec_needs_approval(&self, argv: &[String], workspace: &[PathBuf]) -> bool {
         match self.policy {
             ApprovalPolicy::NeverAsk => false,
             ApprovalPolicy::AskUnlessReadOnly if is_read_only(argv, workspace) => false,
+            // The sandbox is the boundary: a denial is asked about after.
+            ApprovalPolicy::AskToEscalate if self.sandboxed => false,
             _ => !self.exec_grants.contains(argv),
         }
     }
 
-    /// Whether a patch touching `files` (absolute paths) needs approval.
+    /// Whether a patch touching `files` (absolute paths, inside the
+    /// workspace: a patch writing outside is asked every time by the turn)
+    /// needs approval.
     pub fn patch_needs_approval(&self, files: &[PathBuf]) -> bool {
         match self.policy {
             ApprovalPolicy::NeverAsk => false,
+            ApprovalPolicy::AskToEscalate if self.sandboxed => false,
             _ => !files.iter().all(|f| self.patch_grants.contains(f)),
         }
     }
@@ -257,5 +278,11 @@ mod tests {
         let a = Approvals::new(ApprovalPolicy::NeverAsk);
         assert!(!a.exec_needs_approval(&v("rm x"), &ws));
         assert!(!a.patch_needs_approval(&files));
+
+        let a = Approvals::new(ApprovalPolicy::AskToEscalate).sandboxed(true);
+        assert!(!a.exec_needs_approval(&v("rm x"), &ws) && !a.patch_needs_approval(&files) && a.escalates());
+        // Without an enforced sandbox it is ask_always.
+        let a = Approvals::new(ApprovalPolicy::AskToEscalate);
+        assert!(a.exec_needs_approval(&v("ls"), &ws) && a.patch_needs_approval(&files) && !a.escalates());
     }
 }

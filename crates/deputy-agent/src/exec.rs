@@ -62,6 +62,9 @@ pub struct ExecParams {
     pub cwd: PathBuf,
     pub timeout: Duration,
     pub keep_secret_env: bool,
+    /// The sandbox to run it in (`None`: unconfined). Its ruleset is built
+    /// before `fork`; the child only applies it (see [`crate::sandbox`]).
+    pub sandbox: Option<crate::sandbox::Confinement>,
 }
 
 /// How it ended.
@@ -201,7 +204,14 @@ fn spawn(params: &ExecParams) -> io::Result<Child> {
     }
     #[cfg(target_os = "linux")]
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // Built here, before fork: the child only makes system calls with it. A
+    // sandbox that cannot be built fails the spawn (never unconfined).
+    let confine = match &params.sandbox {
+        Some(c) => c.prepare()?,
+        None => None,
+    };
+    // SAFETY: only async-signal-safe calls between fork and exec (setpgid,
+    // prctl, getppid, and the sandbox's prctl/landlock_restrict_self calls).
     unsafe {
         cmd.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
@@ -216,6 +226,9 @@ fn spawn(params: &ExecParams) -> io::Result<Child> {
                 if libc::getppid() != parent {
                     libc::_exit(137);
                 }
+            }
+            if let Some(c) = &confine {
+                c.apply()?;
             }
             Ok(())
         });
@@ -458,6 +471,7 @@ mod tests {
             cwd: std::env::temp_dir(),
             timeout: Duration::from_secs(10),
             keep_secret_env: false,
+            sandbox: None,
         }
     }
 

@@ -107,6 +107,7 @@ pub mod exec;
 pub mod model;
 pub mod patch;
 pub mod rollout;
+pub mod sandbox;
 mod server;
 mod session;
 mod turn;

@@ -119,6 +119,7 @@ impl Agent {
                 models: crate::MODELS.iter().map(|m| (*m).to_owned()).collect(),
                 initial_history: vec!["new".into(), "resumed".into(), "forked".into()],
                 max_line_bytes: Some(self.config.peer.max_line_bytes as u64),
+                sandbox: Some(crate::sandbox::support().clone()),
             },
             meta: None,
         })

@@ -67,7 +67,11 @@ pub(crate) struct Session {
     /// The most model calls one turn may make.
     pub max_model_calls: u32,
     pub approvals: Mutex<Approvals>,
+    /// Where patches may write, and (with the scratch dirs) where sandboxed
+    /// commands may: one rule set. Empty under `read_only`.
     pub roots: Mutex<WritableRoots>,
+    /// How commands are confined.
+    pub sandbox: crate::sandbox::SandboxPolicy,
     pub peer: Peer,
     pub exit_tx: mpsc::UnboundedSender<ExitRequest>,
     /// What a `user_input` does while a turn runs.
@@ -266,6 +270,15 @@ pub(crate) fn start(
         return Err(ErrorObject::invalid_params(format!("cwd {} is not a directory", params.cwd.display())));
     }
     let cwd = resolve_path(Path::new("/"), &params.cwd.to_string_lossy());
+    let (sandbox, sandbox_warning) = crate::sandbox::SandboxPolicy::resolve(
+        params.sandbox.unwrap_or_default(),
+        params.network,
+        params.sandbox_best_effort.unwrap_or(params.sandbox.is_none()),
+    )
+    .map_err(|m| {
+        err(codes::SANDBOX_UNAVAILABLE, m)
+            .with_data(serde_json::to_value(crate::sandbox::support()).unwrap_or(serde_json::Value::Null))
+    })?;
     let model = make_model(&params, config)?;
     let model_name = model.name().to_owned();
 
@@ -320,9 +333,18 @@ pub(crate) fn start(
     let rollout_path = writer.path().to_path_buf();
     let history_len = items.len() as u64;
 
-    let mut roots = WritableRoots::new([cwd.clone()]);
-    for r in &params.writable_roots {
-        roots.add(resolve_path(&cwd, &r.to_string_lossy()));
+    // One boundary for patches and commands: under `read_only` the
+    // workspace has no writable root at all (every patch is "outside").
+    let mut roots = WritableRoots::default();
+    if !(sandbox.mode == deputy_protocol::SandboxMode::ReadOnly) {
+        roots.add(cwd.clone());
+        for r in &params.writable_roots {
+            roots.add(resolve_path(&cwd, &r.to_string_lossy()));
+        }
+    }
+    let has_warning = sandbox_warning.is_some();
+    if let Some(w) = &sandbox_warning {
+        warn!("{w}");
     }
     let session = Arc::new(Session {
         id: session_id.clone(),
@@ -335,8 +357,9 @@ pub(crate) fn start(
             .unwrap_or(crate::exec::DEFAULT_TIMEOUT),
         keep_secret_env: params.exec.keep_secret_env,
         max_model_calls: config.max_model_calls.max(1),
-        approvals: Mutex::new(Approvals::new(params.approval_policy)),
+        approvals: Mutex::new(Approvals::new(params.approval_policy).sandboxed(sandbox.is_enforced())),
         roots: Mutex::new(roots),
+        sandbox,
         peer,
         exit_tx,
         on_busy: params.on_busy,
@@ -344,8 +367,8 @@ pub(crate) fn start(
         history: Mutex::new(items),
         token_usage: Mutex::new(token_usage),
         rollout_failures: Mutex::new(HashSet::new()),
-        pending_warnings: Mutex::new(Vec::new()),
-        has_pending_warnings: AtomicBool::new(false),
+        pending_warnings: Mutex::new(sandbox_warning.into_iter().collect()),
+        has_pending_warnings: AtomicBool::new(has_warning),
     });
     let configured = EventMsg::SessionConfigured {
         session_id: session_id.clone(),

@@ -368,7 +368,9 @@ impl Turn {
         let ToolCall { call_id, tool } = call;
         match tool {
             Tool::Shell { command, reason } => {
-                let roots = s.roots.lock().unwrap_or_else(|e| e.into_inner()).roots().to_vec();
+                let mut roots = s.roots.lock().unwrap_or_else(|e| e.into_inner()).roots().to_vec();
+                // A program in cwd is never "read-only", whatever the mode.
+                roots.push(s.cwd.clone());
                 let ask = s
                     .approvals
                     .lock()
@@ -419,6 +421,7 @@ impl Turn {
             command: argv.to_vec(),
             cwd: self.session.cwd.clone(),
             reason,
+            unsandboxed: false,
         };
         self.ask(methods::APPROVAL_EXEC, params)
     }
@@ -558,12 +561,70 @@ impl Turn {
         if matches!(answer.decision(), ReviewDecision::ApprovedForSession) {
             s.approvals.lock().unwrap_or_else(|e| e.into_inner()).grant_exec(argv.clone());
         }
+        let outcome = self.run_command(&call_id, &argv, false).await;
+        let mut result = outcome_text(&outcome);
+        let mut success = outcome.exit_code == 0;
+        let escalates = s.approvals.lock().unwrap_or_else(|e| e.into_inner()).escalates();
+        let hint = if escalates && !success && !outcome.timed_out {
+            crate::sandbox::denial_hint(&outcome.output)
+        } else {
+            None
+        };
+        if let Some(hint) = hint {
+            // Asked once: the re-run is outside the sandbox, so it cannot be
+            // blocked by it again.
+            let rerun_id = format!("{call_id}-unsandboxed");
+            let reason = format!(
+                "the sandbox ({}) blocked this command: {hint}; approve to run it again outside the sandbox",
+                s.sandbox.describe()
+            );
+            let params = ExecApprovalParams {
+                call_id: call_id.clone(),
+                approval_id: Some(rerun_id.clone()),
+                turn_id: self.id.clone(),
+                command: argv.clone(),
+                cwd: s.cwd.clone(),
+                reason: Some(reason),
+                unsandboxed: true,
+            };
+            let answer = self.ask(methods::APPROVAL_EXEC, params).answer().await;
+            self.record_approval(&rerun_id, ApprovalKind::Exec, answer.decision());
+            match answer.decision() {
+                ReviewDecision::Approved | ReviewDecision::ApprovedForSession => {
+                    let rerun = self.run_command(&rerun_id, &argv, true).await;
+                    success = rerun.exit_code == 0;
+                    result = format!(
+                        "in the sandbox: {}\nre-run outside the sandbox (approved): {}",
+                        result,
+                        outcome_text(&rerun)
+                    );
+                }
+                ReviewDecision::Denied => {
+                    result.push_str("\n(running it outside the sandbox was denied)");
+                }
+                ReviewDecision::Abort => {
+                    self.tool_result(call_id, false, result);
+                    return ToolsOutcome::Abort;
+                }
+            }
+        }
+        self.tool_result(call_id, success, result);
+        ToolsOutcome::Continue
+    }
+
+    /// Runs one command with its begin/output/end events; `unsandboxed`
+    /// runs it outside the session's sandbox (an approved escalation).
+    async fn run_command(&self, call_id: &str, argv: &[String], unsandboxed: bool) -> exec::ExecOutcome {
+        let s = &self.session;
+        let confined = !unsandboxed && s.sandbox.is_enforced();
+        let call_id = call_id.to_owned();
         let started = std::time::Instant::now();
         self.emit(EventMsg::ExecCommandBegin {
             call_id: call_id.clone(),
             turn_id: self.id.clone(),
-            command: argv.clone(),
+            command: argv.to_vec(),
             cwd: s.cwd.clone(),
+            unsandboxed: !confined,
         })
         .await;
         // From here until the end event is sent, an abort closes the call.
@@ -572,11 +633,16 @@ impl Turn {
             started,
             capture: exec::Capture::default(),
         });
+        let sandbox = confined.then(|| crate::sandbox::Confinement {
+            policy: s.sandbox,
+            writable: s.roots.lock().unwrap_or_else(|e| e.into_inner()).roots().to_vec(),
+        });
         let params = ExecParams {
-            argv,
+            argv: argv.to_vec(),
             cwd: s.cwd.clone(),
             timeout: s.exec_timeout,
             keep_secret_env: s.keep_secret_env,
+            sandbox,
         };
         let id = self.id.as_str();
         let outcome = exec::run(&params, |stream, chunk| {
@@ -591,26 +657,19 @@ impl Turn {
             }
         })
         .await;
-        let mut result = format!("exit code: {}", outcome.exit_code);
-        if outcome.timed_out {
-            result.push_str(" (timed out)");
-        }
-        result.push('\n');
-        result.push_str(&outcome.output);
         self.emit(EventMsg::ExecCommandEnd {
             call_id: call_id.clone(),
             turn_id: self.id.clone(),
             exit_code: outcome.exit_code,
             duration_ms: outcome.duration.as_millis() as u64,
-            output: outcome.output,
+            output: outcome.output.clone(),
             truncated: outcome.truncated,
             timed_out: outcome.timed_out,
             interrupted: false,
         })
         .await;
         self.close_call(&call_id);
-        self.tool_result(call_id, outcome.exit_code == 0, result);
-        ToolsOutcome::Continue
+        outcome
     }
 
     async fn patch_call(
@@ -718,6 +777,17 @@ impl Turn {
         self.tool_result(call_id, true, message);
         ToolsOutcome::Continue
     }
+}
+
+/// What the model is told about a command's end.
+fn outcome_text(outcome: &exec::ExecOutcome) -> String {
+    let mut result = format!("exit code: {}", outcome.exit_code);
+    if outcome.timed_out {
+        result.push_str(" (timed out)");
+    }
+    result.push('\n');
+    result.push_str(&outcome.output);
+    result
 }
 
 fn join_paths(paths: &[std::path::PathBuf]) -> String {

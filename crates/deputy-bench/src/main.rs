@@ -77,6 +77,7 @@ enum Scenario {
     Cancel,
     Fanout,
     Soak,
+    Sandbox,
     All,
 }
 
@@ -150,6 +151,9 @@ fn run(scenario: Scenario, quick: bool, json: bool) -> anyhow::Result<()> {
     }
     if all || scenario == Scenario::Soak {
         emit(rt.block_on(scenarios::soak(&bench)))?;
+    }
+    if all || scenario == Scenario::Sandbox {
+        emit(rt.block_on(scenarios::sandbox(&bench)))?;
     }
     if !json && !quick && missed > 0 {
         println!("{missed} target(s) missed");

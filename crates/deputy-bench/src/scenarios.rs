@@ -31,6 +31,7 @@ pub struct Sizes {
     pub cancels: usize,
     pub fanout: usize,
     pub soak: usize,
+    pub sandbox_spawns: usize,
 }
 
 impl Sizes {
@@ -42,6 +43,7 @@ impl Sizes {
         cancels: 200,
         fanout: 100,
         soak: 2_000,
+        sandbox_spawns: 400,
     };
     pub const QUICK: Sizes = Sizes {
         flood_events: 2_000,
@@ -51,6 +53,7 @@ impl Sizes {
         cancels: 3,
         fanout: 5,
         soak: 10,
+        sandbox_spawns: 5,
     };
 }
 
@@ -328,6 +331,53 @@ pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
             .runs(runs)
             .target("ratio <= 2", s.median <= 2.0 * floor.median)
             .detail(json!({"p99_ms": s.p99, "min_ms": s.min, "floor_p99_ms": floor.p99})),
+    ])
+}
+
+// ------------------------------------------------------------------- sandbox
+
+/// The cost of the command sandbox: `true` run by the agent's exec tool in a
+/// `workspace_write` sandbox without network (Landlock ruleset built before
+/// fork, applied in the child, plus the seccomp filter), against the same
+/// spawn unsandboxed (the floor), interleaved so both see the same machine.
+pub async fn sandbox(bench: &Bench) -> Result<Vec<Figure>> {
+    use deputy_agent::exec::{self, ExecParams};
+    use deputy_agent::sandbox::{Confinement, SandboxPolicy};
+    use deputy_protocol::SandboxMode;
+    let runs = bench.sizes.sandbox_spawns;
+    let (policy, warning) = SandboxPolicy::resolve(SandboxMode::WorkspaceWrite, false, false)
+        .map_err(|e| anyhow::anyhow!("the sandbox figure needs a kernel with Landlock and seccomp: {e}"))?;
+    ensure!(warning.is_none(), "sandbox not enforced");
+    let work = bench.scratch.path().join("work");
+    let params = |sandbox: Option<Confinement>| ExecParams {
+        argv: vec!["true".into()],
+        cwd: work.clone(),
+        timeout: Duration::from_secs(10),
+        keep_secret_env: false,
+        sandbox,
+    };
+    let plain = params(None);
+    let confined = params(Some(Confinement { policy, writable: vec![work.clone()] }));
+    let (mut bare, mut boxed) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for i in 0..runs + 2 {
+        for (p, samples) in [(&plain, &mut bare), (&confined, &mut boxed)] {
+            let started = Instant::now();
+            let out = exec::run(p, |_, _| async {}).await;
+            let took = started.elapsed();
+            ensure!(out.exit_code == 0, "`true` failed: {}", out.output);
+            if i >= 2 {
+                samples.push(took); // the first two of each are warm-up
+            }
+        }
+    }
+    let (b, s) = (Summary::of_durations_ms(&bare), Summary::of_durations_ms(&boxed));
+    let extra = s.median - b.median;
+    Ok(vec![
+        Figure::new("sandbox", "sandboxed `true` via the exec tool, median", s.median, "ms")
+            .floor(b.median)
+            .runs(runs)
+            .target("extra <= 1 ms", extra <= 1.0)
+            .detail(json!({"extra_ms": extra, "p99_ms": s.p99, "floor_p99_ms": b.p99, "min_ms": s.min, "floor_min_ms": b.min})),
     ])
 }
 

@@ -26,7 +26,7 @@ fn every_scenario_runs_and_reports_json_figures() {
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let figures: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
-    for scenario in ["throughput", "approvals", "spawn", "cancel", "fanout", "soak"] {
+    for scenario in ["throughput", "approvals", "spawn", "cancel", "fanout", "soak", "sandbox"] {
         assert!(figures.iter().any(|f| f["scenario"] == scenario), "no figure for {scenario}: {stdout}");
     }
     for f in &figures {

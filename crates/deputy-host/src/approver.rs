@@ -280,6 +280,7 @@ mod tests {
             command: vec!["ls".into()],
             cwd: PathBuf::from("/"),
             reason: None,
+            unsandboxed: false,
         }
     }
 

@@ -42,6 +42,12 @@ pub const TURN_IN_PROGRESS: i64 = -32014;
 /// The agent is shutting down and accepts no more submissions.
 pub const SHUTTING_DOWN: i64 = -32015;
 
+/// `session/start` asked for a sandbox (`sandbox` other than `off`) that the
+/// kernel cannot enforce (no Landlock ABI 3+, or no seccomp when the network
+/// is denied), without `sandbox_best_effort`; `data` is the agent's
+/// `SandboxSupport` (`landlock_abi`, `seccomp`, `modes`).
+pub const SANDBOX_UNAVAILABLE: i64 = -32016;
+
 /// Every code above with its name, for documentation and tests.
 pub const ALL: &[(&str, i64)] = &[
     ("PARSE_ERROR", PARSE_ERROR),
@@ -59,4 +65,5 @@ pub const ALL: &[(&str, i64)] = &[
     ("MODEL_UNAVAILABLE", MODEL_UNAVAILABLE),
     ("TURN_IN_PROGRESS", TURN_IN_PROGRESS),
     ("SHUTTING_DOWN", SHUTTING_DOWN),
+    ("SANDBOX_UNAVAILABLE", SANDBOX_UNAVAILABLE),
 ];

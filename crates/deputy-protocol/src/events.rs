@@ -137,7 +137,19 @@ pub enum EventMsg {
         info: Option<TokenUsageInfo>,
     },
     /// A command is about to run (after approval).
-    ExecCommandBegin { call_id: String, turn_id: String, command: Vec<String>, cwd: PathBuf },
+    ExecCommandBegin {
+        call_id: String,
+        turn_id: String,
+        command: Vec<String>,
+        cwd: PathBuf,
+        /// True when the command runs **outside** the sandbox: the session's
+        /// `sandbox` is `off`, the sandbox could not be enforced (best
+        /// effort), or an escalation was approved. Absent (false): it runs in
+        /// the session's sandbox.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[ts(optional, as = "Option<bool>")]
+        unsandboxed: bool,
+    },
     /// Output of a running command. Bytes that are not valid UTF-8 are
     /// replaced with U+FFFD.
     ExecCommandOutputDelta { call_id: String, stream: ExecOutputStream, chunk: String },

@@ -70,6 +70,43 @@ pub struct AgentCapabilities {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub max_line_bytes: Option<u64>,
+    /// What command sandboxing this agent can enforce on this kernel
+    /// (absent: an agent that does not sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sandbox: Option<SandboxSupport>,
+}
+
+/// The sandbox this agent can enforce here, as probed at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+pub struct SandboxSupport {
+    /// The kernel's Landlock ABI version (0: no Landlock). The file-system
+    /// rules need 3 or more; 4 adds TCP bind/connect rules; 6 adds scoping
+    /// of abstract unix sockets and signals.
+    #[serde(default)]
+    pub landlock_abi: u32,
+    /// Whether seccomp filters are available (the network rule needs them).
+    #[serde(default)]
+    pub seccomp: bool,
+    /// The `sandbox` modes a session can ask for without `sandbox_best_effort`
+    /// (always contains `off`).
+    #[serde(default)]
+    pub modes: Vec<SandboxMode>,
+}
+
+/// How the commands of a session are confined (PROTOCOL.md, "Sandbox").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    /// Read everything; write only under `cwd`, `writable_roots` (and
+    /// directories granted during the session) and the temp dir; no network
+    /// unless `network` is true. The default.
+    #[default]
+    WorkspaceWrite,
+    /// Read everything; write only the temp dir; no network unless `network`.
+    ReadOnly,
+    /// No sandbox: commands have the agent's full rights.
+    Off,
 }
 
 /// Result of `initialize`.
@@ -124,6 +161,13 @@ pub enum ApprovalPolicy {
     AskUnlessReadOnly,
     /// Never ask: every tool call runs. An explicit opt-in.
     NeverAsk,
+    /// Commands run in the sandbox without asking; a command that fails in
+    /// a way that looks like a sandbox denial is asked about again
+    /// (`approval/exec` with `unsandboxed: true`) to re-run it outside the
+    /// sandbox. Patches inside the workspace apply unasked; patches outside
+    /// are asked every time. With `sandbox: "off"` (or a sandbox that could
+    /// not be enforced) it behaves as `ask_always`.
+    AskToEscalate,
 }
 
 /// Which brain decides the turn's actions, and its settings.
@@ -217,6 +261,25 @@ pub struct SessionStartParams {
     #[serde(default)]
     #[ts(optional, as = "Option<OnBusy>")]
     pub on_busy: OnBusy,
+    /// How commands are confined. Absent: `workspace_write`, best effort
+    /// (on a kernel without Landlock/seccomp the session starts with a
+    /// `warning` event instead of failing). Given explicitly, it is enforced
+    /// or `session/start` fails with -32016, unless `sandbox_best_effort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sandbox: Option<SandboxMode>,
+    /// Allow the network to sandboxed commands (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[ts(optional, as = "Option<bool>")]
+    pub network: bool,
+    /// When the kernel cannot enforce the sandbox: true starts the session
+    /// anyway (commands then run unsandboxed, a `warning` event says so and
+    /// every `exec_command_begin` carries `unsandboxed: true`); false fails
+    /// `session/start` with -32016. Default: false when `sandbox` is given,
+    /// true when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sandbox_best_effort: Option<bool>,
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
     #[ts(rename = "_meta", optional)]
     pub meta: Option<Value>,
@@ -234,6 +297,9 @@ impl SessionStartParams {
             writable_roots: Vec::new(),
             exec: ExecSettings::default(),
             on_busy: OnBusy::default(),
+            sandbox: None,
+            network: false,
+            sandbox_best_effort: None,
             meta: None,
         }
     }

@@ -87,6 +87,14 @@ pub struct ExecApprovalParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub reason: Option<String>,
+    /// True for an **escalation** (policy `ask_to_escalate`): the command
+    /// already ran in the sandbox and failed in a way that looks like the
+    /// sandbox blocked it (`reason` says what); approving runs it again
+    /// **outside** the sandbox. Absent (false): approving runs it in the
+    /// session's sandbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[ts(optional, as = "Option<bool>")]
+    pub unsandboxed: bool,
 }
 
 impl ExecApprovalParams {

@@ -144,6 +144,7 @@ fn typescript() -> GeneratedFile {
         serde_json::Value, RequestId,
         PeerInfo, ClientCapabilities, InitializeParams, AgentCapabilities, InitializeResult,
         SessionSource, SubAgentSource, ApprovalPolicy, ModelSelection, ExecSettings, OnBusy,
+        SandboxMode, SandboxSupport,
         SessionStartParams, SessionStartResult,
         Submission, SubmitResult, Op, InputItem,
         Event, EventMsg, TokenUsage, TokenUsageInfo, TurnAbortReason, ExecOutputStream,
