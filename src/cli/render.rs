@@ -559,8 +559,14 @@ mod tests {
     fn events(s: &str) -> Vec<EventMsg> {
         let changes = |s: &str| {
             BTreeMap::from([
-                (format!("{s}.txt"), FileChange::Add { content: format!("{s}\n"), truncated: false, total_bytes: None }),
-                (format!("d{s}"), FileChange::Delete { content: s.into(), truncated: false, total_bytes: None }),
+                (
+                    format!("{s}.txt"),
+                    FileChange::Add { content: format!("{s}\n"), truncated: false, total_bytes: None },
+                ),
+                (
+                    format!("d{s}"),
+                    FileChange::Delete { content: s.into(), truncated: false, total_bytes: None },
+                ),
                 (
                     format!("u{s}"),
                     FileChange::Update {

@@ -101,6 +101,7 @@
 //! (never stdout, which carries only protocol lines), filtered by `RUST_LOG`
 //! (default `warn`), as text or JSON lines.
 
+mod acp;
 pub mod approval;
 mod config;
 pub mod exec;
@@ -112,7 +113,9 @@ mod session;
 mod turn;
 pub mod util;
 
-pub use config::{AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, default_home, init_logging, prepare_home};
+pub use config::{
+    AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, Protocol, default_home, init_logging, prepare_home,
+};
 pub use server::{run_stdio, serve, serve_until};
 
 /// The brains this agent has, by name, as advertised in `initialize`.
