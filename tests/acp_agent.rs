@@ -127,7 +127,10 @@ fn run(scenario: &str, home: &Path, work: &Path, extra: &[(&str, &str)]) -> Run 
     let lines: Vec<Value> = std::fs::read_to_string(record.path())
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("the agent wrote a line that is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("the agent wrote a line that is not JSON ({e}): {l}"))
+        })
         .collect();
     validate(&lines);
     assert_eq!(out["exitCode"], 0, "the agent exits 0 at end of input: {out}");
@@ -151,7 +154,8 @@ fn check(def: &str, v: &Value) {
         "$defs": defs(),
     });
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let errors: Vec<String> =
+        validator.iter_errors(v).map(|e| format!("{e} at {}", e.instance_path())).collect();
     assert!(errors.is_empty(), "not a valid ACP v1 {def}: {errors:?}\n{v}");
 }
 
@@ -160,7 +164,10 @@ fn check(def: &str, v: &Value) {
 fn no_custom_fields(def: &str, v: &Value, also: &[&str]) {
     let props = defs()[def]["properties"].as_object().unwrap_or_else(|| panic!("{def} has properties"));
     for key in v.as_object().unwrap().keys() {
-        assert!(props.contains_key(key) || also.contains(&key.as_str()), "`{key}` is not a field of ACP's {def}: {v}");
+        assert!(
+            props.contains_key(key) || also.contains(&key.as_str()),
+            "`{key}` is not a field of ACP's {def}: {v}"
+        );
     }
 }
 
@@ -276,15 +283,13 @@ fn an_approved_command_runs_and_its_output_is_in_the_tool_call() {
     assert_eq!(kinds, ["allow_once", "allow_always", "reject_once", "reject_always"]);
     // The tool call is announced before the permission request that names it.
     let id = asked["toolCallId"].as_str().unwrap();
-    let announce = r.lines.iter().position(|l| l["params"]["update"]["sessionUpdate"] == "tool_call").unwrap();
+    let announce =
+        r.lines.iter().position(|l| l["params"]["update"]["sessionUpdate"] == "tool_call").unwrap();
     let ask = r.lines.iter().position(|l| l["method"] == "session/request_permission").unwrap();
     assert!(announce < ask, "tool_call at line {announce}, request_permission at {ask}");
     assert_eq!(r.lines[announce]["params"]["update"]["toolCallId"], id);
-    let statuses: Vec<Value> = updates(&r.out)
-        .into_iter()
-        .filter(|u| u["toolCallId"] == id)
-        .map(|u| u["status"].clone())
-        .collect();
+    let statuses: Vec<Value> =
+        updates(&r.out).into_iter().filter(|u| u["toolCallId"] == id).map(|u| u["status"].clone()).collect();
     assert_eq!(statuses, ["pending", "in_progress", "completed"]);
     let done = updates(&r.out).into_iter().find(|u| u["status"] == "completed").unwrap();
     assert_eq!(done["content"][0]["content"]["text"], "approved-output\n");

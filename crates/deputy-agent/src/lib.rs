@@ -16,6 +16,12 @@
 //! std::process::exit(deputy_agent::run_stdio(config));
 //! ```
 //!
+//! With [`AgentConfig::protocol`] = [`Protocol::Acp`] (`deputy agent
+//! --protocol acp`) the same engine serves the Agent Client Protocol v1 to
+//! editors instead: each session gets an ACP face that writes its events as
+//! `session/update`s and its approvals as `session/request_permission`s
+//! (mapping in `deputy-acp`, tables in PROTOCOL.md §7).
+//!
 //! Tests can also run the engine in-process over any pipe pair with
 //! [`serve`] (e.g. [`tokio::io::duplex`]).
 //!
