@@ -61,7 +61,8 @@ enum Command {
             deputy agent --home /tmp/deputy --log-format json 2>agent.log\n  \
             RUST_LOG=debug deputy agent 2>agent.log        # verbose logs, stdout stays clean\n  \
             deputy agent --model script --scenario turns.jsonl   # play a scenario (PROTOCOL.md, appendix A)\n  \
-            deputy agent --model openai:llama3.2 --base-url http://localhost:11434/v1   # a local Ollama"
+            deputy agent --model openai:llama3.2 --base-url http://localhost:11434/v1   # a local Ollama\n  \
+            deputy agent --protocol acp                    # an ACP agent for editors (Zed, Neovim, JetBrains)"
     )]
     Agent {
         /// Deputy home; rollouts go to DIR/sessions/YYYY/MM/DD/. Default: ~/.deputy.
@@ -96,6 +97,10 @@ enum Command {
         /// Format of the logs on stderr.
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormatArg::Text)]
         log_format: LogFormatArg,
+        /// The protocol served on stdio: `deputy` (PROTOCOL.md), or `acp`, the Agent Client
+        /// Protocol v1 that editors speak (Zed, JetBrains, Neovim; PROTOCOL.md, "ACP").
+        #[arg(long, value_enum, value_name = "PROTOCOL", default_value_t = ProtocolArg::Deputy)]
+        protocol: ProtocolArg,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:\n  \
@@ -119,6 +124,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProtocolArg {
+    /// Deputy's own protocol.
+    Deputy,
+    /// The Agent Client Protocol v1.
+    Acp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,12 +176,17 @@ fn main() -> ExitCode {
             max_model_calls,
             model_idle_timeout,
             model_retry_backoff,
+            protocol,
         } => {
             let mut openai =
                 deputy_agent::model::openai::OpenAiSettings { base_url, api_key_env, ..Default::default() };
             openai.idle_timeout = model_idle_timeout;
             openai.backoff = model_retry_backoff;
-            agent(home, model, scenario, log_format, openai, max_model_calls)
+            let protocol = match protocol {
+                ProtocolArg::Deputy => deputy_agent::Protocol::Native,
+                ProtocolArg::Acp => deputy_agent::Protocol::Acp,
+            };
+            agent(home, model, scenario, log_format, openai, max_model_calls, protocol)
         }
     }
 }
@@ -228,6 +246,7 @@ fn agent(
     log_format: LogFormatArg,
     openai: deputy_agent::model::openai::OpenAiSettings,
     max_model_calls: u32,
+    protocol: deputy_agent::Protocol,
 ) -> ExitCode {
     deputy_agent::init_logging(match log_format {
         LogFormatArg::Text => deputy_agent::LogFormat::Text,
@@ -246,6 +265,7 @@ fn agent(
     config.default_scenario = scenario.map(|s| std::path::absolute(&s).unwrap_or(s));
     config.openai = openai;
     config.max_model_calls = max_model_calls;
+    config.protocol = protocol;
     let code = deputy_agent::run_stdio(config);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

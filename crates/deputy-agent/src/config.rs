@@ -26,6 +26,18 @@ pub struct AgentConfig {
     /// [`DEFAULT_MAX_MODEL_CALLS`]); the call that would exceed it is not
     /// made: an `error` event, then `task_complete`.
     pub max_model_calls: u32,
+    /// The protocol served (default: Deputy's own).
+    pub protocol: Protocol,
+}
+
+/// Which protocol the agent speaks on stdio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Deputy's own (PROTOCOL.md).
+    #[default]
+    Native,
+    /// The Agent Client Protocol v1, for editors (PROTOCOL.md, "ACP").
+    Acp,
 }
 
 /// The default cap on model calls per turn.
@@ -41,6 +53,7 @@ impl AgentConfig {
             peer: PeerConfig::default(),
             openai: OpenAiSettings::default(),
             max_model_calls: DEFAULT_MAX_MODEL_CALLS,
+            protocol: Protocol::Native,
         }
     }
 }

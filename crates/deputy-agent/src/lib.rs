@@ -16,6 +16,12 @@
 //! std::process::exit(deputy_agent::run_stdio(config));
 //! ```
 //!
+//! With [`AgentConfig::protocol`] = [`Protocol::Acp`] (`deputy agent
+//! --protocol acp`) the same engine serves the Agent Client Protocol v1 to
+//! editors instead: each session gets an ACP face that writes its events as
+//! `session/update`s and its approvals as `session/request_permission`s
+//! (mapping in `deputy-acp`, tables in PROTOCOL.md §8).
+//!
 //! Tests can also run the engine in-process over any pipe pair with
 //! [`serve`] (e.g. [`tokio::io::duplex`]).
 //!
@@ -101,6 +107,7 @@
 //! (never stdout, which carries only protocol lines), filtered by `RUST_LOG`
 //! (default `warn`), as text or JSON lines.
 
+mod acp;
 pub mod approval;
 mod config;
 pub mod exec;
@@ -113,7 +120,9 @@ mod session;
 mod turn;
 pub mod util;
 
-pub use config::{AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, default_home, init_logging, prepare_home};
+pub use config::{
+    AgentConfig, DEFAULT_MAX_MODEL_CALLS, LogFormat, Protocol, default_home, init_logging, prepare_home,
+};
 pub use server::{run_stdio, serve, serve_until};
 
 /// The brains this agent has, by name, as advertised in `initialize`.

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Protocol};
 use crate::session::{self, Actor, ActorCmd, ExitRequest, is_hung};
 use crate::util::uuid_v7;
 
@@ -38,12 +38,12 @@ enum Slot {
 
 /// Requests being handled, so that the exit waits for their answers.
 #[derive(Default)]
-struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     idle: Notify,
 }
 
-struct InFlightGuard(Arc<Agent>);
+pub(crate) struct InFlightGuard(Arc<Agent>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -53,11 +53,14 @@ impl Drop for InFlightGuard {
     }
 }
 
-struct Agent {
-    config: AgentConfig,
-    initialized: AtomicBool,
+pub(crate) struct Agent {
+    pub(crate) config: AgentConfig,
+    pub(crate) initialized: AtomicBool,
+    /// The native protocol's one session.
     slot: Mutex<Slot>,
-    exit_tx: mpsc::UnboundedSender<ExitRequest>,
+    /// The ACP face's sessions (several per process), by id.
+    pub(crate) acp_sessions: Mutex<std::collections::HashMap<String, crate::acp::AcpSession>>,
+    pub(crate) exit_tx: mpsc::UnboundedSender<ExitRequest>,
     in_flight: InFlight,
 }
 
@@ -75,7 +78,7 @@ impl Agent {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(Arc::clone(self))
     }
@@ -143,8 +146,9 @@ impl Agent {
             }
             *slot = Slot::Starting;
         }
-        let started = decode::<SessionStartParams>(&raw)
-            .and_then(|params| session::start(params, &self.config, peer, self.exit_tx.clone()));
+        let started = decode::<SessionStartParams>(&raw).and_then(|params| {
+            session::start(params, &self.config, peer, self.exit_tx.clone(), Protocol::Native)
+        });
         let started = match started {
             Ok(s) => s,
             Err(e) => {
@@ -183,15 +187,19 @@ impl Agent {
         }
     }
 
-    fn actor(&self) -> Option<mpsc::UnboundedSender<ActorCmd>> {
-        match &*self.slot() {
-            Slot::Started(tx) => Some(tx.clone()),
-            _ => None,
-        }
+    /// Every session actor: the native one, or the ACP face's.
+    fn actors(&self) -> Vec<mpsc::UnboundedSender<ActorCmd>> {
+        let mut actors: Vec<_> = match &*self.slot() {
+            Slot::Started(tx) => vec![tx.clone()],
+            _ => Vec::new(),
+        };
+        let acp = self.acp_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        actors.extend(acp.values().map(|s| s.actor.clone()));
+        actors
     }
 }
 
-async fn hang_if_hung() {
+pub(crate) async fn hang_if_hung() {
     if is_hung() {
         std::future::pending::<()>().await;
     }
@@ -279,15 +287,25 @@ where
     S: std::future::Future<Output = ()> + Send,
 {
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-    let peer_config = config.peer.clone();
+    let mut peer_config = config.peer.clone();
+    let protocol = config.protocol;
+    if protocol == Protocol::Acp {
+        // ACP withdraws a request with `$/cancel_request {"requestId"}`.
+        peer_config.cancel_style = deputy_rpc::CancelStyle::Acp;
+    }
     let agent = Arc::new(Agent {
         config,
         initialized: AtomicBool::new(false),
         slot: Mutex::new(Slot::None),
+        acp_sessions: Mutex::new(std::collections::HashMap::new()),
         exit_tx,
         in_flight: InFlight::default(),
     });
-    let (peer, conn) = Peer::serve(reader, writer, router(&agent), peer_config);
+    let router = match protocol {
+        Protocol::Native => router(&agent),
+        Protocol::Acp => crate::acp::router(&agent),
+    };
+    let (peer, conn) = Peer::serve(reader, writer, router, peer_config);
     let input_ended = async {
         // End of input, or stdout is broken (nothing can be delivered any
         // more), or a signal: `true` when requests read so far are waited for.
@@ -322,11 +340,14 @@ where
             if wait_for_requests {
                 let _ = tokio::time::timeout_at(deadline, agent.wait_idle()).await;
             }
-            if let Some(tx) = agent.actor() {
+            let actors = agent.actors();
+            for tx in &actors {
                 // Ignored if a `shutdown` already stopped the actor; either way the
                 // actor is done (turn ended, rollout synced, `shutdown_complete`
                 // queued) when its channel closes.
                 let _ = tx.send(ActorCmd::ConnectionClosed);
+            }
+            for tx in &actors {
                 let _ = tokio::time::timeout_at(deadline, tx.closed()).await;
             }
             match exit_rx.try_recv() {

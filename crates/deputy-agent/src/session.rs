@@ -8,18 +8,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deputy_protocol::error_codes as codes;
+use deputy_protocol::{ApprovalResult, ReviewDecision};
 use deputy_protocol::{
     EventMsg, HistorySource, InitialHistory, InputItem, OnBusy, Op, RolloutItem, SessionMeta,
     SessionStartParams, SessionStartResult, TokenUsage, TokenUsageInfo, TurnAbortReason, methods,
 };
-use deputy_rpc::{CancellationToken, ErrorObject, Peer, RpcError};
+use deputy_rpc::{CancellationToken, ErrorObject, Peer, RequestOptions, RpcError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::acp::{AcpFace, ApprovalRequest, Face};
 use crate::approval::Approvals;
 use crate::config::AgentConfig;
+use crate::config::Protocol;
 use crate::model::openai::{OpenAiModel, OpenAiSettings, PREFIX as OPENAI_PREFIX};
 use crate::model::script::{Scenario, ScriptBrain};
 use crate::model::shell::ShellBrain;
@@ -73,6 +76,8 @@ pub(crate) struct Session {
     /// How commands are confined.
     pub sandbox: crate::sandbox::SandboxPolicy,
     pub peer: Peer,
+    /// Which protocol the session's events and approvals are written in.
+    pub face: Face,
     pub exit_tx: mpsc::UnboundedSender<ExitRequest>,
     /// What a `user_input` does while a turn runs.
     pub on_busy: OnBusy,
@@ -95,6 +100,9 @@ impl Session {
     /// host learns of the gap instead of killing the agent for a line it
     /// cannot read.
     pub async fn emit(&self, id: &str, msg: &EventMsg) -> bool {
+        if let Face::Acp(acp) = &self.face {
+            return acp.emit(self.take_warnings(), msg).await;
+        }
         if self.has_pending_warnings.load(Ordering::Acquire) {
             self.has_pending_warnings.store(false, Ordering::Release);
             let warnings = std::mem::take(&mut *lock(&self.pending_warnings));
@@ -115,6 +123,64 @@ impl Session {
             }
             Err(_) => false,
         }
+    }
+
+    /// The `warning`s waiting to be sent, taken.
+    fn take_warnings(&self) -> Vec<String> {
+        if !self.has_pending_warnings.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.pending_warnings))
+    }
+
+    /// Asks the client whether a command may run or a patch be applied, in
+    /// the session's protocol: an `approval/*` request (native) or a
+    /// `tool_call` then `session/request_permission` (ACP). Withdrawn when
+    /// `cancel` fires or the future is dropped.
+    pub fn ask_approval(
+        &self,
+        request: ApprovalRequest,
+        cancel: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, Result<ReviewDecision, RpcError>> {
+        let options = RequestOptions::default().cancel(cancel);
+        match &self.face {
+            Face::Native => {
+                let fut: futures::future::BoxFuture<'static, _> = match request {
+                    ApprovalRequest::Exec(p) => Box::pin(self.peer.request_with::<_, ApprovalResult>(
+                        methods::APPROVAL_EXEC,
+                        p,
+                        options,
+                    )),
+                    ApprovalRequest::Patch(p) => Box::pin(self.peer.request_with::<_, ApprovalResult>(
+                        methods::APPROVAL_PATCH,
+                        p,
+                        options,
+                    )),
+                };
+                Box::pin(async move { fut.await.map(|r| r.decision) })
+            }
+            Face::Acp(acp) => Box::pin(Arc::clone(acp).ask(request, options)),
+        }
+    }
+
+    /// A patch about to be asked for or applied: the ACP face keeps its
+    /// files' full texts for the `diff` it shows.
+    pub fn note_patch(&self, call_id: &str, prepared: &crate::patch::PreparedPatch) {
+        if let Face::Acp(acp) = &self.face {
+            acp.note_patch(call_id, prepared);
+        }
+    }
+
+    /// The turn reached its cap of model calls (ACP: `max_turn_requests`).
+    pub fn note_capped(&self, turn_id: &str) {
+        if let Face::Acp(acp) = &self.face {
+            acp.note_capped(turn_id);
+        }
+    }
+
+    /// The conversation so far (for a `session/load` replay).
+    pub fn history(&self) -> Vec<RolloutItem> {
+        lock(&self.history).clone()
     }
 
     /// Appends `item` to the rollout and the conversation history.
@@ -259,6 +325,7 @@ pub(crate) fn start(
     config: &AgentConfig,
     peer: Peer,
     exit_tx: mpsc::UnboundedSender<ExitRequest>,
+    protocol: Protocol,
 ) -> Result<Started, ErrorObject> {
     if !params.cwd.is_absolute() {
         return Err(ErrorObject::invalid_params(format!(
@@ -346,7 +413,12 @@ pub(crate) fn start(
     if let Some(w) = &sandbox_warning {
         warn!("{w}");
     }
+    let face = match protocol {
+        Protocol::Native => Face::Native,
+        Protocol::Acp => Face::Acp(Arc::new(AcpFace::new(session_id.clone(), cwd.clone(), peer.clone()))),
+    };
     let session = Arc::new(Session {
+        face,
         id: session_id.clone(),
         cwd: cwd.clone(),
         model,

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use deputy_protocol::{
-    ApprovalKind, ApprovalResult, EventMsg, ExecApprovalParams, FileChange, PatchApprovalParams,
-    ReviewDecision, RolloutItem, TurnAbortReason, methods,
+    ApprovalKind, EventMsg, ExecApprovalParams, FileChange, PatchApprovalParams, ReviewDecision, RolloutItem,
+    TurnAbortReason,
 };
-use deputy_rpc::{CancellationToken, RequestOptions, RpcError};
+use deputy_rpc::{CancellationToken, RpcError};
 use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::acp::ApprovalRequest;
 use crate::exec::{self, ExecParams};
 use crate::model::{Fault, MAX_RETRIES, ModelEvent, Tool, ToolCall};
 use crate::patch::{self, Patch, PreparedPatch};
@@ -236,6 +237,7 @@ impl Turn {
         let mut model_calls: u32 = 0;
         loop {
             if model_calls >= s.max_model_calls {
+                s.note_capped(&self.id);
                 self.emit(EventMsg::Error {
                     message: format!(
                         "the turn reached its cap of {} model calls (--max-model-calls) and was ended",
@@ -401,6 +403,7 @@ impl Turn {
                         // Leaving the workspace is its own decision: asked
                         // every time, whatever was approved for the session.
                         let ask = outside || approvals.patch_needs_approval(&prepared.files);
+                        s.note_patch(&call_id, &prepared);
                         Plan::Patch { call_id, patch: parsed, prepared, ask }
                     }
                     Err(e) => Plan::Refused { call_id, message: format!("apply_patch: {e}") },
@@ -414,7 +417,7 @@ impl Turn {
     }
 
     fn ask_exec(&self, call_id: &str, argv: &[String], reason: Option<String>) -> PendingApproval {
-        let params = ExecApprovalParams {
+        self.ask(ApprovalRequest::Exec(ExecApprovalParams {
             call_id: call_id.to_owned(),
             approval_id: None,
             turn_id: self.id.clone(),
@@ -422,20 +425,15 @@ impl Turn {
             cwd: self.session.cwd.clone(),
             reason,
             unsandboxed: false,
-        };
-        self.ask(methods::APPROVAL_EXEC, params)
+        }))
     }
 
-    fn ask<P: serde::Serialize>(&self, method: &str, params: P) -> PendingApproval {
-        let fut = self.session.peer.request_with::<_, ApprovalResult>(
-            method,
-            params,
-            RequestOptions::default().cancel(self.cancel.clone()),
-        );
+    fn ask(&self, request: ApprovalRequest) -> PendingApproval {
+        let fut = self.session.ask_approval(request, self.cancel.clone());
         let cancel = self.cancel.clone();
         PendingApproval(Some(tokio::spawn(async move {
             match fut.await {
-                Ok(r) => Answer::Decision(r.decision),
+                Ok(decision) => Answer::Decision(decision),
                 Err(e @ RpcError::ConnectionClosed { .. }) => {
                     // End of input: nobody can answer any more. That is not a
                     // denial; the session is about to abort this turn.
@@ -465,17 +463,16 @@ impl Turn {
                 Plan::Exec { call_id, argv, reason, ask: true } => {
                     self.ask_exec(call_id, argv, reason.clone())
                 }
-                Plan::Patch { call_id, prepared, ask: true, .. } => self.ask(
-                    methods::APPROVAL_PATCH,
-                    PatchApprovalParams {
+                Plan::Patch { call_id, prepared, ask: true, .. } => {
+                    self.ask(ApprovalRequest::Patch(PatchApprovalParams {
                         call_id: call_id.clone(),
                         turn_id: self.id.clone(),
                         changes: FileChange::cap_all(&prepared.changes),
                         reason: None,
                         outside_workspace: prepared.outside.clone(),
                         grant_root: prepared.grant_root.clone(),
-                    },
-                ),
+                    }))
+                }
                 _ => PendingApproval(None),
             })
             .collect();
@@ -587,7 +584,7 @@ impl Turn {
                 reason: Some(reason),
                 unsandboxed: true,
             };
-            let answer = self.ask(methods::APPROVAL_EXEC, params).answer().await;
+            let answer = self.ask(ApprovalRequest::Exec(params)).answer().await;
             self.record_approval(&rerun_id, ApprovalKind::Exec, answer.decision());
             match answer.decision() {
                 ReviewDecision::Approved | ReviewDecision::ApprovedForSession => {

@@ -77,6 +77,46 @@ fn excerpt(line: &[u8]) -> String {
     text
 }
 
+/// The spelling of the cancel notification ([`PeerConfig::cancel_style`]).
+///
+/// Both protocols Deputy speaks are JSON-RPC 2.0 over the same framing, but
+/// they name the request-cancel notification differently; the peer sends
+/// and recognises exactly one of them (the other is an ordinary, unknown
+/// notification).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CancelStyle {
+    /// `$/cancelRequest {"id": <id>}` (LSP's spelling; Deputy's protocol).
+    #[default]
+    Lsp,
+    /// `$/cancel_request {"requestId": <id>}` (the Agent Client Protocol).
+    Acp,
+}
+
+impl CancelStyle {
+    /// The notification's method name.
+    pub fn method(self) -> &'static str {
+        match self {
+            CancelStyle::Lsp => crate::CANCEL_REQUEST_METHOD,
+            CancelStyle::Acp => crate::ACP_CANCEL_REQUEST_METHOD,
+        }
+    }
+
+    /// The params field naming the cancelled request's id.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            CancelStyle::Lsp => "id",
+            CancelStyle::Acp => "requestId",
+        }
+    }
+
+    /// The cancel notification's params for `id`.
+    pub(crate) fn params(self, id: serde_json::Value) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert(self.id_field().to_owned(), id);
+        serde_json::Value::Object(map)
+    }
+}
+
 /// Settings of one connection.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -112,6 +152,13 @@ pub struct PeerConfig {
     /// Whether an outgoing request dropped, cancelled or timed out after it was sent
     /// sends `$/cancelRequest` to the peer. Default true.
     pub send_cancel_on_drop: bool,
+    /// How a request is cancelled on this connection: the method name and
+    /// params of the cancel notification, sent for abandoned outgoing calls
+    /// and recognised for incoming ones. Default [`CancelStyle::Lsp`]
+    /// (`$/cancelRequest {"id"}`, Deputy's own protocol); the Agent Client
+    /// Protocol spells it [`CancelStyle::Acp`] (`$/cancel_request
+    /// {"requestId"}`).
+    pub cancel_style: CancelStyle,
     /// Called on the reader, once for every incoming line or batch element that
     /// is not a valid JSON-RPC message (parse error, invalid UTF-8, invalid
     /// request, oversized line, empty batch), before it is answered as usual.
@@ -130,6 +177,7 @@ impl fmt::Debug for PeerConfig {
             .field("max_outgoing_bytes", &self.max_outgoing_bytes)
             .field("default_request_timeout", &self.default_request_timeout)
             .field("send_cancel_on_drop", &self.send_cancel_on_drop)
+            .field("cancel_style", &self.cancel_style)
             .field("on_invalid", &self.on_invalid.as_ref().map(|_| "Fn(&InvalidInput)"))
             .finish()
     }
@@ -145,6 +193,7 @@ impl Default for PeerConfig {
             max_outgoing_bytes: None,
             default_request_timeout: None,
             send_cancel_on_drop: true,
+            cancel_style: CancelStyle::Lsp,
             on_invalid: None,
         }
     }

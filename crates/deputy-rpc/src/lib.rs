@@ -121,7 +121,8 @@
 //! **Cancellation.** An outgoing call that is dropped, whose
 //! [`RequestOptions::cancel`] token fires, or that times out, removes its pending
 //! entry and, if it had been queued and [`PeerConfig::send_cancel_on_drop`] is on,
-//! sends `$/cancelRequest {"id": <id>}`. An incoming `$/cancelRequest` (handled
+//! sends `$/cancelRequest {"id": <id>}` (or, with [`CancelStyle::Acp`],
+//! `$/cancel_request {"requestId": <id>}`). An incoming `$/cancelRequest` (handled
 //! here, not by a route) cancels that request's token: its handler future is
 //! dropped and the request is answered `-32800`.
 //!
@@ -166,7 +167,7 @@ mod router;
 mod writer;
 
 pub use config::{
-    DEFAULT_MAX_INCOMING_REQUESTS, DEFAULT_MAX_LINE_BYTES, INVALID_EXCERPT_BYTES, InvalidInput,
+    CancelStyle, DEFAULT_MAX_INCOMING_REQUESTS, DEFAULT_MAX_LINE_BYTES, INVALID_EXCERPT_BYTES, InvalidInput,
     InvalidInputHook, PeerConfig, RequestOptions,
 };
 pub use error::{ErrorObject, RpcError, codes};
@@ -176,5 +177,10 @@ pub use router::{RequestContext, Router};
 pub use serde_json::value::RawValue;
 pub use tokio_util::sync::CancellationToken;
 
-/// The notification that cancels an incoming request: params `{"id": <id>}`.
+/// The notification that cancels an incoming request: params `{"id": <id>}`
+/// (with the default [`CancelStyle::Lsp`]).
 pub const CANCEL_REQUEST_METHOD: &str = "$/cancelRequest";
+
+/// The Agent Client Protocol's cancel notification: params `{"requestId":
+/// <id>}` (with [`CancelStyle::Acp`]).
+pub const ACP_CANCEL_REQUEST_METHOD: &str = "$/cancel_request";

@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::CANCEL_REQUEST_METHOD;
 use crate::config::{PeerConfig, RequestOptions};
 use crate::dispatcher::dispatch_loop;
 use crate::error::{ErrorObject, RpcError};
@@ -394,12 +393,13 @@ impl Drop for PendingGuard<'_> {
         let inner = &self.peer.handle.inner;
         let removed = lock(&inner.pending).map.remove(&self.id).is_some();
         if removed && self.sent && self.send_cancel && !inner.write_refused.load(Ordering::Acquire) {
-            debug!(id = self.id, "request abandoned: sending $/cancelRequest");
-            #[derive(Serialize)]
-            struct CancelParams {
-                id: i64,
-            }
-            if let Ok(line) = encode_notification(CANCEL_REQUEST_METHOD, &CancelParams { id: self.id }) {
+            let style = inner.config.cancel_style;
+            debug!(
+                id = self.id,
+                method = style.method(),
+                "request abandoned: sending the cancel notification"
+            );
+            if let Ok(line) = encode_notification(style.method(), &style.params(self.id.into())) {
                 self.peer.send_nonblocking(line);
             }
         }

@@ -43,7 +43,6 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, TryAcquireError, mpsc};
 use tracing::{debug, error, trace, warn};
 
-use crate::CANCEL_REQUEST_METHOD;
 use crate::config::InvalidInput;
 use crate::error::ErrorObject;
 use crate::framing::{Frame, LineFramer};
@@ -185,7 +184,8 @@ impl ReaderState {
         ids.sort_unstable();
         for id in ids {
             debug!(id, "end of input: sending $/cancelRequest for an unanswerable request");
-            if let Ok(line) = encode_notification(CANCEL_REQUEST_METHOD, &serde_json::json!({ "id": id }))
+            let style = self.inner.config.cancel_style;
+            if let Ok(line) = encode_notification(style.method(), &style.params(serde_json::json!(id)))
                 && let Flow::Stop = self.reply(line).await
             {
                 return;
@@ -195,7 +195,7 @@ impl ReaderState {
 
     /// Whether a request for `method` runs a handler (and so takes a permit).
     fn runs_handler(&self, method: &str) -> bool {
-        method != CANCEL_REQUEST_METHOD
+        method != self.inner.config.cancel_style.method()
             && (self.router.requests.contains_key(method) || self.router.fallback.is_some())
     }
 
@@ -377,7 +377,7 @@ impl ReaderState {
     }
 
     async fn handle_notification(&mut self, method: &str, params: Option<&RawValue>) -> Flow {
-        if method == CANCEL_REQUEST_METHOD {
+        if method == self.inner.config.cancel_style.method() {
             self.handle_cancel(params);
             return Flow::Continue;
         }
@@ -436,24 +436,26 @@ impl ReaderState {
     }
 
     fn handle_cancel(&self, params: Option<&RawValue>) {
-        #[derive(serde::Deserialize)]
-        struct CancelParams {
-            id: Id,
-        }
-        match crate::router::decode_params::<CancelParams>(params) {
-            Ok(CancelParams { id }) => {
+        let style = self.inner.config.cancel_style;
+        let decoded = crate::router::decode_params::<serde_json::Map<String, serde_json::Value>>(params)
+            .and_then(|mut map| {
+                let id = map.remove(style.id_field()).unwrap_or(serde_json::Value::Null);
+                serde_json::from_value::<Id>(id)
+            });
+        match decoded {
+            Ok(id) => {
                 if self.inner.cancel_incoming(&id) {
                     debug!(%id, "the peer cancelled a request");
                 } else {
                     debug!(%id, "cancel for a request not in flight");
                 }
             }
-            Err(e) => warn!(error = %e, "malformed $/cancelRequest params"),
+            Err(e) => warn!(error = %e, method = style.method(), "malformed cancel params"),
         }
     }
 
     fn start_request(&self, id: Id, method: &str, params: Option<&RawValue>) -> Started {
-        if method == CANCEL_REQUEST_METHOD {
+        if method == self.inner.config.cancel_style.method() {
             self.handle_cancel(params);
             return Started::Ready(encode_result(&id, &()).expect("null serializes"));
         }

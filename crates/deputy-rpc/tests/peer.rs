@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{init_tracing, pair, raw_peer};
 use deputy_rpc::{
-    CancellationToken, CloseReason, ErrorObject, Id, Peer, PeerConfig, RequestOptions, Router, RpcError,
-    codes,
+    CancelStyle, CancellationToken, CloseReason, ErrorObject, Id, Peer, PeerConfig, RequestOptions, Router,
+    RpcError, codes,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -248,6 +248,49 @@ async fn incoming_cancel_request_drops_the_handler_and_answers_32800() {
     assert_eq!(resp["error"]["code"], codes::REQUEST_CANCELLED);
     assert!(dropped.load(Ordering::SeqCst));
     raw.nothing_within(50).await;
+}
+
+/// The Agent Client Protocol spells the cancel `$/cancel_request
+/// {"requestId"}`: with `CancelStyle::Acp` the peer sends that, recognises
+/// it, and takes LSP's `$/cancelRequest` for an ordinary (unknown)
+/// notification.
+#[tokio::test]
+async fn acp_cancel_style_sends_and_honours_cancel_request_with_request_id() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let mut r = Router::new();
+    r.request("hang", move |(): (), _ctx| {
+        let guard = DropFlag(flag.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let config = PeerConfig { cancel_style: CancelStyle::Acp, ..PeerConfig::default() };
+    let (a, _conn, mut raw) = raw_peer(r, config);
+
+    // Outgoing: an abandoned call is withdrawn in ACP's spelling.
+    let call = tokio::spawn(a.request::<_, Value>("m", ()));
+    assert_eq!(raw.json().await["id"], 1);
+    call.abort();
+    let _ = call.await;
+    assert_eq!(
+        raw.json().await,
+        json!({"jsonrpc": "2.0", "method": "$/cancel_request", "params": {"requestId": 1}})
+    );
+
+    // Incoming: LSP's spelling does nothing here; ACP's cancels the handler.
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"id\":\"p-1\",\"method\":\"hang\"}\n").await;
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":\"p-1\"}}\n").await;
+    raw.nothing_within(50).await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"$/cancel_request\",\"params\":{\"requestId\":\"p-1\"}}\n")
+        .await;
+    let resp = raw.json().await;
+    assert_eq!(resp["id"], "p-1");
+    assert_eq!(resp["error"]["code"], codes::REQUEST_CANCELLED);
+    assert!(dropped.load(Ordering::SeqCst));
 }
 
 #[tokio::test]
