@@ -569,7 +569,7 @@ fn tool_calls_of_the_openai_brain_run_in_the_sandbox() {
         answer(&["Done."]),
     ]
     .into();
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempdir_outside_scratch();
     let ws = dir.path().canonicalize().unwrap().join("ws");
     std::fs::create_dir(&ws).unwrap();
     let mut a = agent_for(&server, &[]);

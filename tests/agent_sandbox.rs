@@ -2,7 +2,7 @@
 //! processes: what a sandboxed command can and cannot write or reach,
 //! escalation, and a kernel without a sandbox (simulated).
 //!
-//! Workspaces live under Cargo's target tmp dir, not `/tmp`: `/tmp` is the
+//! Workspaces live outside `/tmp` (`tempdir_outside_scratch`): `/tmp` is the
 //! sandbox's scratch space (writable), so `../out` from a workspace there
 //! would be allowed.
 
@@ -25,9 +25,8 @@ struct Place {
 }
 
 fn place() -> Place {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempdir_outside_scratch();
     let parent = dir.path().canonicalize().unwrap();
-    assert!(!parent.starts_with("/tmp"), "the test needs a workspace outside the scratch dir");
     let ws = parent.join("ws");
     let home = parent.join("home");
     std::fs::create_dir(&ws).unwrap();

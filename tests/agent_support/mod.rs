@@ -425,3 +425,22 @@ pub fn assert_protocol_lines(lines: &[String]) {
         assert!(is_request_or_notification || is_response, "not a JSON-RPC message: {line}");
     }
 }
+
+/// A temporary directory outside the sandbox's scratch space (`/tmp` and
+/// `$TMPDIR` are writable to every sandboxed command), for a workspace whose
+/// `../` must be out of bounds: Cargo's target tmp dir, unless the checkout
+/// itself lives under a scratch dir (a clone in `/tmp`), then `/var/tmp`.
+pub fn tempdir_outside_scratch() -> tempfile::TempDir {
+    let scratch: Vec<std::path::PathBuf> = ["/tmp".into(), std::env::var_os("TMPDIR").unwrap_or_default()]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let outside =
+        |dir: &std::path::Path| dir.canonicalize().is_ok_and(|d| !scratch.iter().any(|s| d.starts_with(s)));
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if outside(target) { target } else { std::path::Path::new("/var/tmp") };
+    assert!(outside(base), "no directory outside the sandbox's scratch dirs for the test ({base:?})");
+    tempfile::tempdir_in(base).unwrap()
+}

@@ -54,6 +54,7 @@ fn an_approved_command_is_announced_then_runs_then_completes_with_its_output() {
         turn_id: "t".into(),
         command: argv.clone(),
         cwd: "/w".into(),
+        unsandboxed: false,
     });
     assert_eq!(
         wires(&begin),
@@ -87,6 +88,7 @@ fn an_auto_approved_command_is_announced_in_progress_and_a_failing_one_ends_fail
         turn_id: "t".into(),
         command: vec!["ls".into()],
         cwd: "/w".into(),
+        unsandboxed: false,
     });
     assert_eq!(wire(&begin[0])["sessionUpdate"], "tool_call");
     assert_eq!(wire(&begin[0])["status"], "in_progress");
