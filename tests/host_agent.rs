@@ -31,17 +31,11 @@ fn config(cwd: &Path) -> ConversationConfig {
 
 /// Live (non-zombie) processes whose session is `sid`.
 fn session_members(sid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 3 && f[0] != "Z" && f[3] == sid.to_string() {
-            found.push(pid);
-        }
-    }
-    found
+    deputy_proctree::snapshot()
+        .iter()
+        .filter(|p| p.session as u32 == sid && !p.is_zombie())
+        .map(|p| p.pid as u32)
+        .collect()
 }
 
 fn assert_session_gone(sid: u32) {

@@ -40,6 +40,8 @@ fn fixture(pidfile: &Path, extra: &[&str]) -> AgentCommand {
     cmd.arg("-S")
         .arg(repo().join("crates/deputy-host/tests/fixtures/agent.py"))
         .arg("--daemon")
+        .arg(repo().join("tests/fixtures/daemonize.py"))
+        .arg("--daemon-pidfile")
         .arg(pidfile)
         .args(extra);
     cmd
@@ -59,9 +61,9 @@ async fn spawn(cmd: AgentCommand, cwd: &Path) -> Conversation {
 
 /// Whether a process is gone (no such pid, or a zombie).
 fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => deputy_proctree::parse_stat(&stat).is_some_and(|p| p.is_zombie()),
     }
 }
 

@@ -34,20 +34,9 @@ pub fn schema_validator(name: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
 }
 
-/// (pid, ppid, session id) of every process.
+/// (pid, ppid, session id) of every process (zombies included).
 fn processes() -> Vec<(u32, u32, u32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let (Some(ppid), Some(sid)) = (fields.get(1), fields.get(3)) else { continue };
-        if let (Ok(ppid), Ok(sid)) = (ppid.parse(), sid.parse()) {
-            out.push((pid, ppid, sid));
-        }
-    }
-    out
+    deputy_proctree::snapshot().iter().map(|p| (p.pid as u32, p.ppid as u32, p.session as u32)).collect()
 }
 
 /// Every live descendant of `root`, following parent links and the sessions

@@ -27,20 +27,7 @@ pub fn open_fds() -> Option<usize> {
 
 /// `(pid, parent pid, session id)` of every process.
 fn processes() -> Vec<(u32, u32, u32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // Fields after the command name (which may hold spaces and parens).
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
-        if let (Some(ppid), Some(sid)) = (field(1), field(3)) {
-            found.push((pid, ppid, sid));
-        }
-    }
-    found
+    deputy_proctree::snapshot().iter().map(|p| (p.pid as u32, p.ppid as u32, p.session as u32)).collect()
 }
 
 /// Pids of every process whose parent is `parent` (zombies included), or
@@ -69,8 +56,8 @@ pub fn exists(pid: u32) -> bool {
 
 /// True if a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    std::fs::read(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()))
-        .is_some_and(|state| state != 'Z')
+        .and_then(|stat| deputy_proctree::parse_stat(&stat))
+        .is_some_and(|p| !p.is_zombie())
 }
