@@ -159,6 +159,16 @@ pub struct PeerConfig {
     /// Protocol spells it [`CancelStyle::Acp`] (`$/cancel_request
     /// {"requestId"}`).
     pub cancel_style: CancelStyle,
+    /// Hand responses and incoming requests over in arrival order with the
+    /// notifications: a response resolves its request only after every
+    /// notification read before it was handled, and a request's handler
+    /// starts only after them. For protocols where a request or a response
+    /// refers to what earlier notifications said (ACP's `session/prompt`
+    /// answer ends the turn its `session/update`s streamed; a permission
+    /// request names a tool call announced just before). Costs a hop through
+    /// the dispatcher per response and request. Default false: responses
+    /// are delivered by the reader at once, requests start at once.
+    pub in_order: bool,
     /// Called on the reader, once for every incoming line or batch element that
     /// is not a valid JSON-RPC message (parse error, invalid UTF-8, invalid
     /// request, oversized line, empty batch), before it is answered as usual.
@@ -178,6 +188,7 @@ impl fmt::Debug for PeerConfig {
             .field("default_request_timeout", &self.default_request_timeout)
             .field("send_cancel_on_drop", &self.send_cancel_on_drop)
             .field("cancel_style", &self.cancel_style)
+            .field("in_order", &self.in_order)
             .field("on_invalid", &self.on_invalid.as_ref().map(|_| "Fn(&InvalidInput)"))
             .finish()
     }
@@ -194,6 +205,7 @@ impl Default for PeerConfig {
             default_request_timeout: None,
             send_cancel_on_drop: true,
             cancel_style: CancelStyle::Lsp,
+            in_order: false,
             on_invalid: None,
         }
     }

@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, warn};
 
 use crate::peer::Inner;
-use crate::reader::{CREDIT_GROUP, NotificationBatch};
+use crate::reader::{CREDIT_GROUP, Job, NotificationBatch};
 use crate::router::{BatchEndFn, NotificationFn};
 
 /// If the dispatcher stops abnormally, the reader must not wait for permits
@@ -40,10 +40,19 @@ pub(crate) async fn dispatch_loop(
         };
         let Some(batch) = batch else { return };
         let mut done = 0;
-        for (handler, range) in batch.jobs {
+        for job in batch.jobs {
             if inner.local_close.is_cancelled() {
                 return;
             }
+            let (handler, range) = match job {
+                Job::Notify(handler, range) => (handler, range),
+                Job::Then(then) => {
+                    if std::panic::catch_unwind(AssertUnwindSafe(then)).is_err() {
+                        error!("handing over a response or request in order panicked");
+                    }
+                    continue;
+                }
+            };
             let (method, handler) = &handlers[handler];
             let params = range.map(|r| &batch.text[r]);
             match std::panic::catch_unwind(AssertUnwindSafe(|| handler(params))) {

@@ -74,6 +74,15 @@ pub(crate) enum OwnedPayload {
     Error(Box<RawValue>),
 }
 
+impl From<Payload<'_>> for OwnedPayload {
+    fn from(payload: Payload<'_>) -> Self {
+        match payload {
+            Payload::Result(r) => OwnedPayload::Result(r.to_owned()),
+            Payload::Error(e) => OwnedPayload::Error(e.to_owned()),
+        }
+    }
+}
+
 /// What the writer is asked to do, in queue order.
 pub(crate) enum Out {
     /// Write this line (terminator included).
@@ -250,22 +259,18 @@ impl Inner {
         }
     }
 
-    pub(crate) fn deliver_response(&self, id: Option<Id>, payload: Payload<'_>) {
+    pub(crate) fn deliver_response(&self, id: Option<Id>, payload: OwnedPayload) {
         let sender = match &id {
             Some(Id::Integer(n)) => lock(&self.pending).map.remove(n),
             _ => None,
         };
         match sender {
             Some(tx) => {
-                let owned = match payload {
-                    Payload::Result(r) => OwnedPayload::Result(r.to_owned()),
-                    Payload::Error(e) => OwnedPayload::Error(e.to_owned()),
-                };
                 // The caller may have gone in the meantime: nothing to do then.
-                let _ = tx.send(owned);
+                let _ = tx.send(payload);
             }
             None => match (id, payload) {
-                (None, Payload::Error(e)) => {
+                (None, OwnedPayload::Error(e)) => {
                     warn!(error = e.get(), "the peer reported an error for a message it could not read")
                 }
                 (id, _) => debug!(

@@ -48,9 +48,9 @@ use crate::error::ErrorObject;
 use crate::framing::{Frame, LineFramer};
 use crate::id::Id;
 use crate::message::{
-    Incoming, Message, classify, encode_batch, encode_error, encode_notification, encode_result,
+    Incoming, Message, Payload, classify, encode_batch, encode_error, encode_notification, encode_result,
 };
-use crate::peer::{CloseReason, Inner, Out, Peer, ReaderEnd};
+use crate::peer::{CloseReason, Inner, Out, OwnedPayload, Peer, ReaderEnd};
 use crate::router::{BoxFuture, RequestContext, Router};
 
 /// Notification permits are taken and given back in groups of this size.
@@ -89,7 +89,18 @@ pub(crate) struct ReaderState {
 #[derive(Default)]
 pub(crate) struct NotificationBatch {
     pub(crate) text: String,
-    pub(crate) jobs: Vec<(usize, Option<std::ops::Range<usize>>)>,
+    pub(crate) jobs: Vec<Job>,
+}
+
+/// One thing for the dispatcher to do, in order.
+pub(crate) enum Job {
+    /// A notification: its handler's index, and where its params are in the
+    /// batch's text.
+    Notify(usize, Option<std::ops::Range<usize>>),
+    /// In-order mode ([`PeerConfig::in_order`](crate::PeerConfig::in_order)):
+    /// hand over a response, or start a request's handler, once the
+    /// notifications before it were handled. Takes no notification permit.
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// Whether the reader should keep going.
@@ -282,18 +293,20 @@ impl ReaderState {
                         // Holds a handle: the write side stays open until it has
                         // answered; holds the permit until the answer is queued.
                         let peer = self.peer.clone();
-                        tokio::spawn(async move {
-                            if let Some(line) = fut.await {
-                                send_answer(&peer, line).await;
-                            }
-                            drop(permit);
+                        self.start(move || {
+                            tokio::spawn(async move {
+                                if let Some(line) = fut.await {
+                                    send_answer(&peer, line).await;
+                                }
+                                drop(permit);
+                            });
                         });
                         Flow::Continue
                     }
                 }
             }
             Incoming::Single(Message::Response { id, payload }) => {
-                self.inner.deliver_response(id, payload);
+                self.deliver_response(id, payload);
                 Flow::Continue
             }
             Incoming::Invalid(error) => {
@@ -340,7 +353,7 @@ impl ReaderState {
                         return Flow::Stop;
                     }
                 }
-                Ok(Message::Response { id, payload }) => self.inner.deliver_response(id, payload),
+                Ok(Message::Response { id, payload }) => self.deliver_response(id, payload),
                 Ok(Message::Request { id, method, params }) => {
                     match self.start_request(id, &method, params) {
                         Started::Ready(line) => ready.push(line),
@@ -360,20 +373,44 @@ impl ReaderState {
             return self.reply(encode_batch(&fit_batch(ready, limit))).await;
         }
         let peer = self.peer.clone();
-        tokio::spawn(async move {
-            let (slots, futs): (Vec<usize>, Vec<_>) = running.into_iter().unzip();
-            let results = futures::future::join_all(futs).await;
-            for (slot, result) in slots.into_iter().zip(results) {
-                match result {
-                    Some(line) => ready[slot] = line,
-                    None => return, // closed locally: nothing to answer
+        self.start(move || {
+            tokio::spawn(async move {
+                let (slots, futs): (Vec<usize>, Vec<_>) = running.into_iter().unzip();
+                let results = futures::future::join_all(futs).await;
+                for (slot, result) in slots.into_iter().zip(results) {
+                    match result {
+                        Some(line) => ready[slot] = line,
+                        None => return, // closed locally: nothing to answer
+                    }
                 }
-            }
-            let limit = peer.handle.inner.max_outgoing.load(Ordering::Acquire);
-            send_answer(&peer, encode_batch(&fit_batch(ready, limit))).await;
-            drop(permit);
+                let limit = peer.handle.inner.max_outgoing.load(Ordering::Acquire);
+                send_answer(&peer, encode_batch(&fit_batch(ready, limit))).await;
+                drop(permit);
+            });
         });
         Flow::Continue
+    }
+
+    /// Starts a request's handler: now, or in in-order mode once the
+    /// notifications read before it were handled.
+    fn start(&mut self, spawn: impl FnOnce() + Send + 'static) {
+        if self.inner.config.in_order {
+            self.batch.jobs.push(Job::Then(Box::new(spawn)));
+        } else {
+            spawn();
+        }
+    }
+
+    /// Resolves the request a response answers: now, or in in-order mode
+    /// once the notifications read before it were handled.
+    fn deliver_response(&mut self, id: Option<Id>, payload: Payload<'_>) {
+        if self.inner.config.in_order {
+            let inner = Arc::clone(&self.inner);
+            let payload = OwnedPayload::from(payload);
+            self.batch.jobs.push(Job::Then(Box::new(move || inner.deliver_response(id, payload))));
+        } else {
+            self.inner.deliver_response(id, OwnedPayload::from(payload));
+        }
     }
 
     async fn handle_notification(&mut self, method: &str, params: Option<&RawValue>) -> Flow {
@@ -422,7 +459,7 @@ impl ReaderState {
             batch.text.push_str(p.get());
             start..batch.text.len()
         });
-        batch.jobs.push((handler, range));
+        batch.jobs.push(Job::Notify(handler, range));
         Flow::Continue
     }
 

@@ -131,3 +131,51 @@ async fn an_answer_over_the_peers_limit_is_replaced_by_an_error() {
     assert_eq!(v[0]["error"]["code"], codes::INTERNAL_ERROR);
     assert_eq!(v[1], json!({"jsonrpc": "2.0", "id": 4, "result": "yyyyy"}));
 }
+
+/// A router whose `note` notification takes a while and records its param;
+/// its `seen` request answers how many notes were recorded when it started.
+fn slow_notes(seen: Arc<std::sync::Mutex<Vec<u64>>>) -> Router {
+    let mut r = Router::new();
+    let notes = Arc::clone(&seen);
+    r.notification("note", move |n: u64| {
+        let notes = Arc::clone(&notes);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            notes.lock().unwrap().push(n);
+        }
+    });
+    r.request("seen", move |_: Value, _ctx| {
+        let seen = Arc::clone(&seen);
+        async move { Ok(seen.lock().unwrap().len()) }
+    });
+    r
+}
+
+#[tokio::test]
+async fn in_order_hands_responses_and_requests_over_after_the_notifications_before_them() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = PeerConfig { in_order: true, ..PeerConfig::default() };
+    let (peer, _conn, mut raw) = raw_peer(slow_notes(Arc::clone(&seen)), config);
+    let call = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.request::<_, Value>("prompt", json!({})).await }
+    });
+    let request = raw.json().await;
+    let id = request["id"].clone();
+    // Ten slow notifications, then the answer to our request, then a
+    // request of the peer's, all in one write (one read on this side).
+    let mut input = String::new();
+    for n in 0..10 {
+        input.push_str(&format!("{{\"jsonrpc\":\"2.0\",\"method\":\"note\",\"params\":{n}}}\n"));
+    }
+    input.push_str(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":\"done\"}}\n"));
+    input.push_str("{\"jsonrpc\":\"2.0\",\"id\":\"q\",\"method\":\"seen\"}\n");
+    raw.send(input.as_bytes()).await;
+    assert_eq!(call.await.unwrap().unwrap(), json!("done"));
+    // The answer resolved the call only after the ten notes were handled.
+    assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<u64>>());
+    // And the peer's request started after them too.
+    let answer = raw.json().await;
+    assert_eq!(answer["id"], json!("q"));
+    assert_eq!(answer["result"], json!(10));
+}
