@@ -1,7 +1,9 @@
 //! The Agent Client Protocol (ACP) v1, as Deputy speaks it: wire types
 //! ([`wire`]) and the mapping between them and Deputy's own protocol
-//! ([`map`]). Plain data and pure functions: no tokio, no I/O. The agent's
-//! ACP face (`deputy agent --protocol acp`) is built on it.
+//! ([`map`], for an agent speaking ACP; [`client`], for a host driving an
+//! ACP agent). Plain data and pure functions: no tokio, no I/O. The agent's
+//! ACP face (`deputy agent --protocol acp`) and `deputy-host`'s ACP dialect
+//! are built on it.
 //!
 //! # Why hand-written types
 //!
@@ -27,6 +29,7 @@
 //! Incoming messages are decoded leniently (unknown fields ignored, as the
 //! spec asks of receivers); outgoing ones strictly follow the schema.
 
+pub mod client;
 pub mod map;
 pub mod wire;
 
