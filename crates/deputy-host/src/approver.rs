@@ -1,9 +1,11 @@
-//! Answering the agent's approval requests (`approval/exec`, `approval/patch`).
+//! Answering the agent's approval requests (`approval/exec`, `approval/patch`,
+//! and for foreign agents the permission requests of other tools).
 
 use std::fmt;
 
 use async_trait::async_trait;
 use deputy_protocol::{ApprovalKind, ExecApprovalParams, PatchApprovalParams, ReviewDecision};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +47,26 @@ impl ApprovalContext {
     }
 }
 
+/// A foreign agent's request to use a tool that is neither a command nor a
+/// patch (an ACP `fetch`, `read`, `search`, … tool call; an edit that shows
+/// no diff). Deputy's own agents never ask this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolApprovalParams {
+    /// The tool call's id (the approval's key).
+    pub call_id: String,
+    /// The turn it belongs to.
+    pub turn_id: String,
+    /// What kind of tool, as the agent names it (ACP's tool kind: `read`,
+    /// `fetch`, `search`, `think`, `other`, …).
+    pub tool: String,
+    /// The agent's one-line description of the call.
+    pub title: String,
+    /// The tool's input as the agent sent it (ACP's `rawInput`), if any.
+    pub input: Option<Value>,
+    /// Text the agent attached to the call, if any.
+    pub detail: Option<String>,
+}
+
 /// Answers the agent's approval requests. Implemented by the host.
 ///
 /// Calls run concurrently (each request in its own task), so a slow answer
@@ -60,6 +82,14 @@ pub trait Approver: Send + Sync + 'static {
     /// May this patch be applied?
     async fn approve_patch(&self, params: PatchApprovalParams, cx: ApprovalContext) -> ReviewDecision;
 
+    /// May a foreign agent use this other tool? Only agents of other
+    /// protocols ask it (see [`ToolApprovalParams`]). Default: denied — a
+    /// host that does not know what it is asked does not allow it.
+    async fn approve_tool(&self, params: ToolApprovalParams, cx: ApprovalContext) -> ReviewDecision {
+        let _ = (params, cx);
+        ReviewDecision::Denied
+    }
+
     /// The approval `key` was withdrawn before it was answered (close its prompt).
     fn cancelled(&self, key: &str) {
         let _ = key;
@@ -67,10 +97,12 @@ pub trait Approver: Send + Sync + 'static {
 }
 
 /// One approval request, either kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ApprovalRequest {
     Exec(ExecApprovalParams),
     Patch(PatchApprovalParams),
+    /// A foreign agent's other tool (see [`ToolApprovalParams`]).
+    Tool(ToolApprovalParams),
 }
 
 impl ApprovalRequest {
@@ -79,6 +111,7 @@ impl ApprovalRequest {
         match self {
             ApprovalRequest::Exec(p) => p.approval_key(),
             ApprovalRequest::Patch(p) => &p.call_id,
+            ApprovalRequest::Tool(p) => &p.call_id,
         }
     }
 
@@ -87,6 +120,7 @@ impl ApprovalRequest {
         match self {
             ApprovalRequest::Exec(p) => &p.call_id,
             ApprovalRequest::Patch(p) => &p.call_id,
+            ApprovalRequest::Tool(p) => &p.call_id,
         }
     }
 
@@ -95,19 +129,21 @@ impl ApprovalRequest {
         match self {
             ApprovalRequest::Exec(p) => &p.turn_id,
             ApprovalRequest::Patch(p) => &p.turn_id,
+            ApprovalRequest::Tool(p) => &p.turn_id,
         }
     }
 
-    /// Exec or patch.
-    pub fn kind(&self) -> ApprovalKind {
+    /// Exec or patch; `None` for a foreign agent's other tool.
+    pub fn kind(&self) -> Option<ApprovalKind> {
         match self {
-            ApprovalRequest::Exec(_) => ApprovalKind::Exec,
-            ApprovalRequest::Patch(_) => ApprovalKind::Patch,
+            ApprovalRequest::Exec(_) => Some(ApprovalKind::Exec),
+            ApprovalRequest::Patch(_) => Some(ApprovalKind::Patch),
+            ApprovalRequest::Tool(_) => None,
         }
     }
 }
 
-/// Approves everything (`approved`).
+/// Approves everything (`approved`): commands, patches and other tools.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApproveAll;
 
@@ -117,6 +153,9 @@ impl Approver for ApproveAll {
         ReviewDecision::Approved
     }
     async fn approve_patch(&self, _: PatchApprovalParams, _: ApprovalContext) -> ReviewDecision {
+        ReviewDecision::Approved
+    }
+    async fn approve_tool(&self, _: ToolApprovalParams, _: ApprovalContext) -> ReviewDecision {
         ReviewDecision::Approved
     }
 }
@@ -176,6 +215,9 @@ where
     async fn approve_patch(&self, params: PatchApprovalParams, _: ApprovalContext) -> ReviewDecision {
         (self.f)(&ApprovalRequest::Patch(params))
     }
+    async fn approve_tool(&self, params: ToolApprovalParams, _: ApprovalContext) -> ReviewDecision {
+        (self.f)(&ApprovalRequest::Tool(params))
+    }
 }
 
 /// Hands every approval request, with a responder, to a channel (e.g. a UI).
@@ -224,6 +266,9 @@ impl Approver for ChannelApprover {
     }
     async fn approve_patch(&self, params: PatchApprovalParams, cx: ApprovalContext) -> ReviewDecision {
         self.ask(ApprovalRequest::Patch(params), cx).await
+    }
+    async fn approve_tool(&self, params: ToolApprovalParams, cx: ApprovalContext) -> ReviewDecision {
+        self.ask(ApprovalRequest::Tool(params), cx).await
     }
 }
 
@@ -292,7 +337,7 @@ mod tests {
     fn request_key_prefers_the_approval_id() {
         assert_eq!(ApprovalRequest::Exec(exec("c1", Some("a1"))).key(), "a1");
         assert_eq!(ApprovalRequest::Exec(exec("c1", None)).key(), "c1");
-        assert_eq!(ApprovalRequest::Exec(exec("c1", None)).kind(), ApprovalKind::Exec);
+        assert_eq!(ApprovalRequest::Exec(exec("c1", None)).kind(), Some(ApprovalKind::Exec));
     }
 
     #[tokio::test]

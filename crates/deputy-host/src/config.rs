@@ -5,6 +5,7 @@ use std::time::Duration;
 use deputy_protocol::{PeerInfo, SessionStartParams};
 use deputy_rpc::PeerConfig;
 
+use crate::dialect::AgentProtocol;
 use crate::filter::EventFilter;
 
 /// Default capacity of the caller's event channel.
@@ -17,6 +18,11 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
 /// How to start and run a conversation.
 #[derive(Debug, Clone)]
 pub struct ConversationConfig {
+    /// The protocol the agent speaks (default: Deputy's own). Over ACP
+    /// only `session.cwd` and a resume by session id reach the agent; the
+    /// other session params cannot be carried, and a non-default one fails
+    /// the handshake with [`HostError::Unsupported`](crate::HostError::Unsupported).
+    pub protocol: AgentProtocol,
     /// Params of `session/start` (cwd, history, approval policy, model, …).
     pub session: SessionStartParams,
     /// Who the host is, sent in `initialize`.
@@ -44,6 +50,7 @@ impl ConversationConfig {
     /// Defaults, with these session params.
     pub fn new(session: SessionStartParams) -> Self {
         ConversationConfig {
+            protocol: AgentProtocol::Deputy,
             session,
             client_info: PeerInfo {
                 name: "deputy-host".to_owned(),
@@ -55,6 +62,13 @@ impl ConversationConfig {
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             rpc: PeerConfig::default(),
         }
+    }
+
+    /// Sets the protocol the agent speaks.
+    #[must_use]
+    pub fn protocol(mut self, protocol: AgentProtocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Sets the client info sent in `initialize`.

@@ -8,22 +8,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use deputy_protocol::ApprovalResult;
 use deputy_protocol::{
-    ClientCapabilities, Event, EventMsg, ExecApprovalParams, InitializeParams, InitializeResult, Op,
-    PROTOCOL_VERSION, PatchApprovalParams, ReviewDecision, SessionStartResult, Submission, SubmitResult,
-    TokenUsageInfo, methods,
+    Event, EventMsg, InitializeResult, Op, ReviewDecision, SessionStartResult, Submission, TokenUsageInfo,
 };
-use deputy_rpc::{Connection, ErrorObject, Peer, RequestContext, RequestOptions, Router, RpcError};
+use deputy_rpc::{Connection, ErrorObject, Peer, RpcError};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::approver::{ApprovalContext, Approver};
+use crate::approver::{ApprovalContext, ApprovalRequest, Approver};
 use crate::command::AgentCommand;
 use crate::config::ConversationConfig;
+use crate::dialect::Dialect;
 use crate::error::HostError;
 use crate::filter::EventFilter;
 use crate::io::ProtocolSignal;
@@ -122,7 +120,9 @@ pub(crate) enum Fault {
     Cancelled,
     HandshakeTimeout(Duration),
     Handshake { method: &'static str, error: ErrorObject },
-    Version(u32),
+    /// The agent's protocol version (host's, agent's).
+    Version(u32, u32),
+    Unsupported { protocol: &'static str, what: String },
     Protocol(String),
     StdoutClosed,
     Rpc(Arc<RpcError>),
@@ -134,7 +134,8 @@ impl Fault {
             Fault::Cancelled => HostError::Cancelled,
             Fault::HandshakeTimeout(timeout) => HostError::HandshakeTimeout { timeout, stderr_tail },
             Fault::Handshake { method, error } => HostError::Handshake { method, error, stderr_tail },
-            Fault::Version(agent) => HostError::ProtocolVersion { host: PROTOCOL_VERSION, agent },
+            Fault::Version(host, agent) => HostError::ProtocolVersion { host, agent },
+            Fault::Unsupported { protocol, what } => HostError::Unsupported { protocol, what },
             Fault::Protocol(detail) => HostError::ProtocolViolation { detail, stderr_tail },
             Fault::StdoutClosed => HostError::StdoutClosed { stderr_tail },
             Fault::Rpc(e) => HostError::Rpc(e),
@@ -145,11 +146,11 @@ impl Fault {
 /// State shared by the conversation handle, the supervisor and the handlers.
 pub(crate) struct Shared {
     /// Child of the caller's token: fired by the caller, `cancel()` or drop.
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Child of `cancel`, also fired when any ending starts: the forwarder
     /// stops waiting for room, pending approvals are answered `abort`.
-    drain: CancellationToken,
-    shutdown_req: CancellationToken,
+    pub(crate) drain: CancellationToken,
+    pub(crate) shutdown_req: CancellationToken,
     kill_req: CancellationToken,
     kill_fault: Mutex<Option<Fault>>,
     established: AtomicBool,
@@ -276,7 +277,7 @@ impl Shared {
         self.kill_fault.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or(Fault::Cancelled)
     }
 
-    fn outcome(&self) -> Option<Outcome> {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
         self.outcome.borrow().clone()
     }
 
@@ -289,7 +290,7 @@ impl Shared {
 
     /// The error to give a caller whose request failed because the conversation
     /// is ending or has ended: the terminal error once known.
-    async fn ended_error(&self) -> HostError {
+    pub(crate) async fn ended_error(&self) -> HostError {
         // The supervisor settles within the deadline plus a few graces.
         let limit = self.deadline + EXIT_DRAIN_GRACE + Duration::from_secs(1);
         match tokio::time::timeout(limit, self.wait_outcome()).await {
@@ -305,7 +306,7 @@ impl Shared {
 
 /// Owned by the router only, so the caller's channel closes when the
 /// connection's tasks end.
-struct EventSink {
+pub(crate) struct EventSink {
     /// Batches of events, so the consumer is woken once per batch.
     tx: mpsc::Sender<Vec<Event>>,
     /// The most events one batch holds (the channel holds
@@ -331,7 +332,7 @@ impl Drop for EventSink {
 }
 
 impl EventSink {
-    async fn deliver(&self, event: Event) {
+    pub(crate) async fn deliver(&self, event: Event) {
         match &event.msg {
             EventMsg::TokenCount { info: Some(info) } => self.shared.set_usage(*info),
             EventMsg::SessionConfigured { token_usage, .. } => {
@@ -365,7 +366,7 @@ impl EventSink {
     }
 
     /// Hands the buffered events to the caller's channel, in order, as one batch.
-    async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let events = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if events.is_empty() {
             return;
@@ -404,9 +405,9 @@ impl EventSink {
 // ---------------------------------------------------------------------------
 // Approvals.
 
-struct ApprovalHub {
+pub(crate) struct ApprovalHub {
     approver: Arc<dyn Approver>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Tells the approver when its call is abandoned (future dropped or raced
@@ -433,19 +434,18 @@ impl Drop for Withdrawn<'_> {
 }
 
 impl ApprovalHub {
-    async fn exec(self: Arc<Self>, params: ExecApprovalParams) -> ReviewDecision {
-        let key = params.approval_key().to_owned();
-        let token = self.shared.drain.child_token();
+    /// Asks the approver. `within` is the conversation's drain token, or a
+    /// child of it (a dialect's turn): when it fires the answer is `abort`
+    /// and the approver is told.
+    pub(crate) async fn ask(&self, request: ApprovalRequest, within: &CancellationToken) -> ReviewDecision {
+        let key = request.key().to_owned();
+        let token = within.child_token();
         let cx = ApprovalContext::new(key.clone(), token.clone());
-        let call = self.approver.approve_exec(params, cx);
-        self.race(&key, &token, call).await
-    }
-
-    async fn patch(self: Arc<Self>, params: PatchApprovalParams) -> ReviewDecision {
-        let key = params.call_id.clone();
-        let token = self.shared.drain.child_token();
-        let cx = ApprovalContext::new(key.clone(), token.clone());
-        let call = self.approver.approve_patch(params, cx);
+        let call = match request {
+            ApprovalRequest::Exec(params) => self.approver.approve_exec(params, cx),
+            ApprovalRequest::Patch(params) => self.approver.approve_patch(params, cx),
+            ApprovalRequest::Tool(params) => self.approver.approve_tool(params, cx),
+        };
         self.race(&key, &token, call).await
     }
 
@@ -480,35 +480,13 @@ impl ApprovalHub {
     }
 }
 
-fn build_router(sink: Arc<EventSink>, hub: Arc<ApprovalHub>) -> Router {
-    let mut router = Router::new();
-    let batch_sink = Arc::clone(&sink);
-    router.notification(methods::EVENT, move |event: Event| {
-        let sink = Arc::clone(&sink);
-        async move { sink.deliver(event).await }
-    });
-    router.notification_batch_end(move || {
-        let sink = Arc::clone(&batch_sink);
-        async move { sink.flush().await }
-    });
-    let exec_hub = Arc::clone(&hub);
-    router.request(methods::APPROVAL_EXEC, move |params: ExecApprovalParams, _cx: RequestContext| {
-        let hub = Arc::clone(&exec_hub);
-        async move { Ok::<_, ErrorObject>(ApprovalResult { decision: hub.exec(params).await }) }
-    });
-    router.request(methods::APPROVAL_PATCH, move |params: PatchApprovalParams, _cx: RequestContext| {
-        let hub = Arc::clone(&hub);
-        async move { Ok::<_, ErrorObject>(ApprovalResult { decision: hub.patch(params).await }) }
-    });
-    router
-}
-
 // ---------------------------------------------------------------------------
 // Supervisor: owns the process-level state machine.
 
 struct Supervisor {
     child: Arc<ChildProc>,
     peer: Peer,
+    dialect: Arc<dyn Dialect>,
     conn: Arc<Connection>,
     stderr_tail: Arc<StderrTail>,
     stderr_task: Option<JoinHandle<()>>,
@@ -607,28 +585,9 @@ impl Supervisor {
                 self.child.pid(),
                 SHUTDOWN_SEQ.fetch_add(1, Ordering::Relaxed)
             );
-            let opts = RequestOptions::default().send_cancel_on_drop(false);
-            let interrupt = interrupt.then(|| {
-                self.peer.request_with::<_, SubmitResult>(
-                    methods::SUBMIT,
-                    Submission { id: None, op: Op::Interrupt },
-                    opts.clone(),
-                )
-            });
-            let shutdown = self.peer.request_with::<_, SubmitResult>(
-                methods::SUBMIT,
-                Submission { id: Some(id), op: Op::Shutdown },
-                opts,
-            );
+            let answers = self.dialect.ending(&self.peer, interrupt, id);
             let peer = self.peer.clone();
             let requests = async move {
-                let answers = async move {
-                    match interrupt {
-                        // `join` polls both at once: both lines are queued in order.
-                        Some(i) => drop(futures::future::join(i, shutdown).await),
-                        None => drop(shutdown.await),
-                    }
-                };
                 // Polled after the requests (`join!` polls in order), so the
                 // flush covers both lines; then the agent's stdin is closed.
                 let eof = async move {
@@ -737,6 +696,7 @@ impl Drop for ProcessGuard {
 pub struct Submitter {
     peer: Peer,
     shared: Arc<Shared>,
+    dialect: Arc<dyn Dialect>,
 }
 
 impl std::fmt::Debug for Submitter {
@@ -760,18 +720,17 @@ impl Submitter {
         if self.shared.drain.is_cancelled() || self.shared.outcome().is_some() {
             return Err(self.shared.ended_error().await);
         }
-        let opts = RequestOptions::default().cancel(self.shared.drain.clone());
-        match self.peer.request_with::<_, SubmitResult>(methods::SUBMIT, submission, opts).await {
-            Ok(result) => Ok(result.id),
-            Err(RpcError::Remote(error)) => Err(HostError::Rejected { method: methods::SUBMIT, error }),
-            Err(RpcError::MessageTooLarge { method, bytes, limit }) => {
-                Err(HostError::MessageTooLarge { method, bytes, limit })
-            }
-            Err(RpcError::Cancelled | RpcError::ConnectionClosed { .. }) => {
-                Err(self.shared.ended_error().await)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.dialect.submit(&self.peer, &self.shared, submission).await
+    }
+}
+
+/// The error for a submission that failed with `e`.
+pub(crate) async fn submit_error(shared: &Shared, method: &'static str, e: RpcError) -> HostError {
+    match e {
+        RpcError::Remote(error) => HostError::Rejected { method, error },
+        RpcError::MessageTooLarge { method, bytes, limit } => HostError::MessageTooLarge { method, bytes, limit },
+        RpcError::Cancelled | RpcError::ConnectionClosed { .. } => shared.ended_error().await,
+        e => e.into(),
     }
 }
 
@@ -854,14 +813,15 @@ impl Conversation {
             pending: std::sync::Mutex::new(Vec::new()),
         });
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
+        let dialect = config.protocol.dialect(&config);
         // Any invalid input on the agent's stdout is a protocol violation.
         let protocol = ProtocolSignal::default();
         let violation = protocol.clone();
         let (peer, conn) = Peer::serve(
             agent.stdout,
             agent.stdin,
-            build_router(sink, hub),
-            protocol.hook_into(config.rpc.clone()),
+            dialect.router(sink, hub),
+            protocol.hook_into(dialect.peer_config(config.rpc.clone())),
         );
         let conn = Arc::new(conn);
         let guard = ProcessGuard {
@@ -874,6 +834,7 @@ impl Conversation {
             Supervisor {
                 child,
                 peer: peer.clone(),
+                dialect: Arc::clone(&dialect),
                 conn,
                 stderr_tail: tail,
                 stderr_task: Some(stderr_task),
@@ -887,7 +848,7 @@ impl Conversation {
             tokio::select! {
                 biased;
                 () = shared.cancel.cancelled() => Err(Some(Fault::Cancelled)),
-                r = tokio::time::timeout(config.handshake_timeout, handshake(&peer, &config)) => match r {
+                r = tokio::time::timeout(config.handshake_timeout, dialect.handshake(&peer, &config)) => match r {
                     Ok(r) => r,
                     Err(_) => Err(Some(Fault::HandshakeTimeout(config.handshake_timeout))),
                 },
@@ -920,7 +881,7 @@ impl Conversation {
                 Ok(Conversation {
                     events,
                     ready: std::collections::VecDeque::new(),
-                    submitter: Submitter { peer, shared },
+                    submitter: Submitter { peer, shared, dialect },
                     init,
                     session,
                     pid,
@@ -1046,39 +1007,8 @@ impl Conversation {
     }
 }
 
-async fn handshake(
-    peer: &Peer,
-    config: &ConversationConfig,
-) -> Result<(InitializeResult, SessionStartResult), Option<Fault>> {
-    let params = InitializeParams {
-        protocol_version: PROTOCOL_VERSION,
-        client_info: config.client_info.clone(),
-        capabilities: ClientCapabilities {
-            max_line_bytes: Some(config.rpc.max_line_bytes as u64),
-            ..ClientCapabilities::default()
-        },
-        meta: None,
-    };
-    let init: InitializeResult = peer
-        .request(methods::INITIALIZE, params)
-        .await
-        .map_err(|e| handshake_fault(methods::INITIALIZE, e))?;
-    if init.protocol_version != PROTOCOL_VERSION {
-        return Err(Some(Fault::Version(init.protocol_version)));
-    }
-    // Never write a line the agent announced it would reject.
-    if let Some(limit) = init.capabilities.max_line_bytes {
-        peer.set_max_outgoing_bytes(Some(usize::try_from(limit).unwrap_or(usize::MAX)));
-    }
-    let session: SessionStartResult = peer
-        .request(methods::SESSION_START, &config.session)
-        .await
-        .map_err(|e| handshake_fault(methods::SESSION_START, e))?;
-    Ok((init, session))
-}
-
 /// `None`: the connection is gone; the supervisor knows why.
-fn handshake_fault(method: &'static str, e: RpcError) -> Option<Fault> {
+pub(crate) fn handshake_fault(method: &'static str, e: RpcError) -> Option<Fault> {
     match e {
         RpcError::Remote(error) => Some(Fault::Handshake { method, error }),
         RpcError::ConnectionClosed { .. } => None,

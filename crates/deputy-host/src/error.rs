@@ -56,6 +56,11 @@ pub enum HostError {
     #[error("`{method}` would be a line of {bytes} bytes, over the agent's limit of {limit} bytes: not sent")]
     MessageTooLarge { method: String, bytes: usize, limit: usize },
     /// This conversation takes no more submissions (a one-shot, after its input).
+    /// The agent's protocol cannot carry what was asked (a session setting
+    /// or an op), so nothing was sent.
+    #[error("{protocol} agents cannot be given {what}")]
+    Unsupported { protocol: &'static str, what: String },
+
     #[error("this conversation takes no submissions (one-shot: its only input was sent at start)")]
     SubmissionsClosed,
     /// The conversation (or its spawn/handshake) was cancelled.

@@ -102,6 +102,7 @@ mod approver;
 mod command;
 mod config;
 mod conversation;
+mod dialect;
 mod error;
 mod filter;
 mod io;
@@ -111,8 +112,9 @@ mod stderr;
 
 pub use approver::{
     ApprovalContext, ApprovalRequest, ApproveAll, Approver, ChannelApprover, DenyAll, FnApprover,
-    PendingApproval,
+    PendingApproval, ToolApprovalParams,
 };
+pub use dialect::AgentProtocol;
 pub use command::AgentCommand;
 pub use config::{
     ConversationConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
