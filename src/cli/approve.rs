@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use clap::ValueEnum;
-use deputy_host::{ApprovalContext, Approver, async_trait};
+use deputy_host::{ApprovalContext, Approver, ToolApprovalParams, async_trait};
 use deputy_protocol::{ExecApprovalParams, PatchApprovalParams, ReviewDecision};
 
 use super::Interrupts;
@@ -24,8 +24,18 @@ pub enum ApproveMode {
     Exec,
     /// Approve patches, deny commands.
     Patch,
-    /// Approve every command and patch.
+    /// Approve every command and patch (and, from agents of other protocols,
+    /// their other tools).
     All,
+}
+
+/// What an approval is for (which `--approve` modes allow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Exec,
+    Patch,
+    /// A foreign agent's other tool: only `--approve all` allows it.
+    Tool,
 }
 
 /// Whether a person can be asked: stdin and stderr are terminals.
@@ -91,18 +101,22 @@ impl CliApprover {
         self.denied.swap(0, Ordering::Relaxed)
     }
 
-    async fn decide(&self, exec: bool, what: String, cx: &ApprovalContext) -> ReviewDecision {
+    async fn decide(&self, kind: Asked, what: String, cx: &ApprovalContext) -> ReviewDecision {
         let decision = match (self.mode, &self.input) {
             (Some(ApproveMode::All), _) => ReviewDecision::Approved,
-            (Some(ApproveMode::Exec), _) if exec => ReviewDecision::Approved,
-            (Some(ApproveMode::Patch), _) if !exec => ReviewDecision::Approved,
+            (Some(ApproveMode::Exec), _) if kind == Asked::Exec => ReviewDecision::Approved,
+            (Some(ApproveMode::Patch), _) if kind == Asked::Patch => ReviewDecision::Approved,
             (Some(_), _) => {
                 self.renderer.note(&format!("denied {what} (by --approve)"));
                 ReviewDecision::Denied
             }
             (None, Some(input)) => self.ask(input, &what, cx).await,
             (None, None) => {
-                let flag = if exec { "exec" } else { "patch" };
+                let flag = match kind {
+                    Asked::Exec => "exec",
+                    Asked::Patch => "patch",
+                    Asked::Tool => "all",
+                };
                 self.renderer.note(&format!("denied {what}: no terminal to ask"));
                 if !self.hinted.swap(true, Ordering::Relaxed) {
                     self.renderer.note(&format!(
@@ -188,6 +202,18 @@ impl CliApprover {
     }
 }
 
+/// `text`, cut to at most `max` bytes (at a character boundary) with a mark.
+fn cap(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 fn describe_exec(p: &ExecApprovalParams) -> String {
     format!("`{}` in {}", quote_argv(&p.command), clean(&p.cwd.to_string_lossy()))
 }
@@ -222,7 +248,7 @@ impl Approver for CliApprover {
         if let Some(reason) = &params.reason {
             self.renderer.note(&format!("the agent asks to run a command: {}", clean(reason)));
         }
-        self.decide(true, describe_exec(&params), &cx).await
+        self.decide(Asked::Exec, describe_exec(&params), &cx).await
     }
 
     async fn approve_patch(&self, params: PatchApprovalParams, cx: ApprovalContext) -> ReviewDecision {
@@ -245,6 +271,18 @@ impl Approver for CliApprover {
             ));
             return ReviewDecision::Approved;
         }
-        self.decide(false, describe_patch(&params), &cx).await
+        self.decide(Asked::Patch, describe_patch(&params), &cx).await
+    }
+
+    async fn approve_tool(&self, params: ToolApprovalParams, cx: ApprovalContext) -> ReviewDecision {
+        if let Some(input) = &params.input {
+            let shown = serde_json::to_string(input).unwrap_or_default();
+            self.renderer.note(&format!("the agent's input for it: {}", clean(&cap(&shown, 2000))));
+        }
+        if let Some(detail) = &params.detail {
+            self.renderer.note(&clean(&cap(detail, 2000)));
+        }
+        let what = format!("the agent's {} tool: {}", clean(&params.tool), clean(&params.title));
+        self.decide(Asked::Tool, what, &cx).await
     }
 }

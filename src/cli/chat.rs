@@ -76,6 +76,7 @@ pub async fn run(args: ChatArgs) -> i32 {
         }
     };
     let config = ConversationConfig::new(session)
+        .protocol(args.agent.protocol())
         .client_info("deputy-chat", Some(env!("CARGO_PKG_VERSION").into()))
         .event_filter(EventFilter::All);
     let interrupts = super::Interrupts::install();
@@ -104,7 +105,7 @@ pub async fn run(args: ChatArgs) -> i32 {
         Ok(c) => c,
         Err(e) => {
             renderer.error(&e.to_string());
-            return exit::ERROR;
+            return if matches!(e, HostError::Unsupported { .. }) { exit::USAGE } else { exit::ERROR };
         }
     };
     // The id comes from the agent: shown cleaned, like all it says.

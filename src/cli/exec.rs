@@ -100,8 +100,9 @@ pub async fn run(args: ExecArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let config =
-        ConversationConfig::new(session).client_info("deputy-exec", Some(env!("CARGO_PKG_VERSION").into()));
+    let config = ConversationConfig::new(session)
+        .protocol(args.agent.protocol())
+        .client_info("deputy-exec", Some(env!("CARGO_PKG_VERSION").into()));
     // People see streamed deltas; scripts get every event.
     let config = config.event_filter(EventFilter::All);
     let interrupts = super::Interrupts::install();
@@ -143,6 +144,12 @@ pub async fn run(args: ExecArgs) -> i32 {
             drop(spinner);
             renderer.finish();
             return stop_code(&stop).unwrap_or(exit::ERROR);
+        }
+        Err(e @ HostError::Unsupported { .. }) => {
+            // A flag the agent's protocol cannot carry: a usage error.
+            drop(spinner);
+            renderer.error(&e.to_string());
+            return stop_code(&stop).unwrap_or(exit::USAGE);
         }
         Err(e @ HostError::MessageTooLarge { .. }) => {
             // The prompt itself is too big for the agent: the caller's input

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use deputy_host::AgentCommand;
+use deputy_host::{AgentCommand, AgentProtocol};
 use deputy_protocol::{
     HistorySource, InitialHistory, ModelSelection, SandboxMode, SessionSource, SessionStartParams,
 };
@@ -102,9 +102,18 @@ impl TurnTally {
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// Run this program as the sub-agent instead of `deputy agent` (a command
-    /// line, split like a shell would; it must speak the Deputy protocol).
+    /// line, split like a shell would; it must speak --agent-protocol).
     #[arg(long, value_name = "COMMAND")]
     pub agent: Option<String>,
+
+    /// The protocol the agent speaks: `deputy` (Deputy's own) or `acp` (the
+    /// Agent Client Protocol: Gemini CLI `--acp`, Codex and Claude Code ACP
+    /// adapters, …; without --agent, `deputy agent --protocol acp`). Over
+    /// ACP the agent uses its own model and sandbox, and decides when to ask:
+    /// --model, --sandbox, --network, --fork are refused; --resume takes a
+    /// session id.
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "deputy")]
+    pub agent_protocol: AgentProtocolArg,
 
     /// The model (brain): `shell` (default: `$ ` lines run, patches apply),
     /// `script` (plays --scenario), or `openai:MODEL` (an OpenAI-compatible
@@ -161,6 +170,23 @@ pub struct SessionArgs {
     pub network: bool,
 }
 
+/// `--agent-protocol` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentProtocolArg {
+    Deputy,
+    Acp,
+}
+
+impl AgentArgs {
+    /// The protocol the agent speaks.
+    pub fn protocol(&self) -> AgentProtocol {
+        match self.agent_protocol {
+            AgentProtocolArg::Deputy => AgentProtocol::Deputy,
+            AgentProtocolArg::Acp => AgentProtocol::Acp,
+        }
+    }
+}
+
 /// `--sandbox` values.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxArg {
@@ -204,7 +230,13 @@ pub fn agent_and_session(
             command.args(args);
             command
         }
-        None => AgentCommand::deputy_agent(),
+        None => {
+            let mut command = AgentCommand::deputy_agent();
+            if agent.agent_protocol == AgentProtocolArg::Acp {
+                command.args(["--protocol", "acp"]);
+            }
+            command
+        }
     };
     let mut command = command;
     if let Some(home) = &agent.home {

@@ -161,9 +161,10 @@ pub fn stop_reason_of(result: &Value) -> Option<StopReason> {
 pub fn choose(decision: ReviewDecision, options: &[PermissionChoice]) -> RequestPermissionOutcome {
     use PermissionOptionKind::*;
     let find = |kinds: &[PermissionOptionKind]| {
-        kinds.iter().find_map(|k| options.iter().find(|o| o.kind == Some(*k))).map(|o| {
-            RequestPermissionOutcome::Selected { option_id: o.option_id.clone() }
-        })
+        kinds
+            .iter()
+            .find_map(|k| options.iter().find(|o| o.kind == Some(*k)))
+            .map(|o| RequestPermissionOutcome::Selected { option_id: o.option_id.clone() })
     };
     let reject = || find(&[RejectOnce, RejectAlways]).unwrap_or(RequestPermissionOutcome::Cancelled);
     match decision {
@@ -330,7 +331,8 @@ impl Call {
     }
 
     fn is_patch(&self) -> bool {
-        matches!(self.kind, Some(ToolKind::Edit | ToolKind::Delete | ToolKind::Move)) && !self.diffs().is_empty()
+        matches!(self.kind, Some(ToolKind::Edit | ToolKind::Delete | ToolKind::Move))
+            && !self.diffs().is_empty()
     }
 
     fn exit_code(&self, completed: bool) -> i32 {
@@ -512,7 +514,14 @@ impl EventMapper {
         }
     }
 
-    fn finish(&mut self, id: &str, turn_id: &str, completed: bool, interrupted: bool, out: &mut Vec<EventMsg>) {
+    fn finish(
+        &mut self,
+        id: &str,
+        turn_id: &str,
+        completed: bool,
+        interrupted: bool,
+        out: &mut Vec<EventMsg>,
+    ) {
         let call = self.call(id);
         if call.ended {
             return;
@@ -630,12 +639,20 @@ impl EventMapper {
     }
 
     /// Notes the host's answer to the permission request of `call_id`.
-    pub fn answered(&mut self, call_id: &str, outcome: &RequestPermissionOutcome, options: &[PermissionChoice]) {
+    pub fn answered(
+        &mut self,
+        call_id: &str,
+        outcome: &RequestPermissionOutcome,
+        options: &[PermissionChoice],
+    ) {
         let allowed = match outcome {
             RequestPermissionOutcome::Cancelled => false,
             RequestPermissionOutcome::Selected { option_id } => options.iter().any(|o| {
                 o.option_id == *option_id
-                    && matches!(o.kind, Some(PermissionOptionKind::AllowOnce | PermissionOptionKind::AllowAlways))
+                    && matches!(
+                        o.kind,
+                        Some(PermissionOptionKind::AllowOnce | PermissionOptionKind::AllowAlways)
+                    )
             }),
         };
         self.call(call_id).refused = !allowed;

@@ -119,10 +119,16 @@ pub(crate) struct Outcome {
 pub(crate) enum Fault {
     Cancelled,
     HandshakeTimeout(Duration),
-    Handshake { method: &'static str, error: ErrorObject },
+    Handshake {
+        method: &'static str,
+        error: ErrorObject,
+    },
     /// The agent's protocol version (host's, agent's).
     Version(u32, u32),
-    Unsupported { protocol: &'static str, what: String },
+    Unsupported {
+        protocol: &'static str,
+        what: String,
+    },
     Protocol(String),
     StdoutClosed,
     Rpc(Arc<RpcError>),
@@ -728,7 +734,9 @@ impl Submitter {
 pub(crate) async fn submit_error(shared: &Shared, method: &'static str, e: RpcError) -> HostError {
     match e {
         RpcError::Remote(error) => HostError::Rejected { method, error },
-        RpcError::MessageTooLarge { method, bytes, limit } => HostError::MessageTooLarge { method, bytes, limit },
+        RpcError::MessageTooLarge { method, bytes, limit } => {
+            HostError::MessageTooLarge { method, bytes, limit }
+        }
         RpcError::Cancelled | RpcError::ConnectionClosed { .. } => shared.ended_error().await,
         e => e.into(),
     }

@@ -114,12 +114,12 @@ pub use approver::{
     ApprovalContext, ApprovalRequest, ApproveAll, Approver, ChannelApprover, DenyAll, FnApprover,
     PendingApproval, ToolApprovalParams,
 };
-pub use dialect::AgentProtocol;
 pub use command::AgentCommand;
 pub use config::{
     ConversationConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
 };
 pub use conversation::{Conversation, Ending, KILL_RESERVE, Submitter};
+pub use dialect::AgentProtocol;
 pub use error::HostError;
 pub use filter::EventFilter;
 pub use one_shot::OneShot;

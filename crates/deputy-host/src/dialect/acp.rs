@@ -36,7 +36,9 @@ use deputy_protocol::{
     InputItem, Op, PROTOCOL_VERSION, PeerInfo, ReviewDecision, SessionStartParams, SessionStartResult,
     Submission, error_codes,
 };
-use deputy_rpc::{CancelStyle, ErrorObject, Peer, PeerConfig, RequestContext, RequestOptions, Router, RpcError};
+use deputy_rpc::{
+    CancelStyle, ErrorObject, Peer, PeerConfig, RequestContext, RequestOptions, Router, RpcError,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -115,7 +117,9 @@ impl Acp {
             let Some(turn) = state.turn.as_mut() else { return };
             (!std::mem::replace(&mut turn.cancelled, true), turn.approvals.clone())
         };
-        if send && let Err(e) = peer.notify(acp::SESSION_CANCEL, client::session_params(self.session_id())).await {
+        if send
+            && let Err(e) = peer.notify(acp::SESSION_CANCEL, client::session_params(self.session_id())).await
+        {
             debug!(error = %e, "could not send session/cancel");
         }
         approvals.cancel();
@@ -207,7 +211,13 @@ impl Acp {
         Ok(client::permission_answer(&outcome))
     }
 
-    async fn prompt(&self, peer: &Peer, shared: &Arc<Shared>, id: Option<String>, items: Vec<InputItem>) -> Result<String, HostError> {
+    async fn prompt(
+        &self,
+        peer: &Peer,
+        shared: &Arc<Shared>,
+        id: Option<String>,
+        items: Vec<InputItem>,
+    ) -> Result<String, HostError> {
         let text = items.iter().map(|InputItem::Text { text }| text.as_str()).collect::<Vec<_>>().join("\n");
         let turn_id = id.unwrap_or_else(|| format!("turn-{}", self.turns.fetch_add(1, Ordering::Relaxed)));
         {
@@ -221,15 +231,19 @@ impl Acp {
                     ),
                 });
             }
-            state.turn = Some(Turn { id: turn_id.clone(), approvals: shared.drain.child_token(), cancelled: false });
+            state.turn =
+                Some(Turn { id: turn_id.clone(), approvals: shared.drain.child_token(), cancelled: false });
         }
         if let Some(sink) = self.sink() {
             let started = EventMsg::TaskStarted { turn_id: turn_id.clone(), model_context_window: None };
             deliver(&sink, &turn_id, vec![started]).await;
         }
         let opts = RequestOptions::default().send_cancel_on_drop(false);
-        let mut answer =
-            Box::pin(peer.request_with::<_, Value>(acp::SESSION_PROMPT, client::prompt_params(self.session_id(), &text), opts));
+        let mut answer = Box::pin(peer.request_with::<_, Value>(
+            acp::SESSION_PROMPT,
+            client::prompt_params(self.session_id(), &text),
+            opts,
+        ));
         // The first poll queues the line: a prompt that cannot be sent
         // (too large, the agent gone) is the caller's error.
         if let std::task::Poll::Ready(Err(e)) = futures::poll!(&mut answer) {
@@ -241,7 +255,9 @@ impl Acp {
         tokio::spawn(async move {
             let end = match answer.await {
                 Ok(result) => TurnEnd::Stopped(client::stop_reason_of(&result)),
-                Err(RpcError::Remote(error)) => TurnEnd::Failed(format!("the agent failed the prompt: {error}")),
+                Err(RpcError::Remote(error)) => {
+                    TurnEnd::Failed(format!("the agent failed the prompt: {error}"))
+                }
                 Err(RpcError::Decode { source, .. }) => {
                     TurnEnd::Failed(format!("the agent's answer to the prompt does not decode: {source}"))
                 }
@@ -268,14 +284,23 @@ fn uncarried(session: &SessionStartParams) -> Option<String> {
     let default = SessionStartParams::new(&session.cwd);
     let named = [
         (session.model.is_some(), "a model selection (the agent uses its own model)"),
-        (session.approval_policy != ApprovalPolicy::default(), "an approval policy (the agent decides when to ask)"),
+        (
+            session.approval_policy != ApprovalPolicy::default(),
+            "an approval policy (the agent decides when to ask)",
+        ),
         (!session.writable_roots.is_empty(), "writable roots"),
         (session.on_busy != default.on_busy, "an `on_busy` other than `reject` (one prompt turn at a time)"),
-        (session.sandbox.is_some() || session.network, "sandbox settings (the agent sandboxes its own tools, or not)"),
+        (
+            session.sandbox.is_some() || session.network,
+            "sandbox settings (the agent sandboxes its own tools, or not)",
+        ),
         (session.exec != default.exec, "exec settings"),
         (matches!(session.initial_history, InitialHistory::Forked { .. }), "a forked history"),
         (
-            matches!(session.initial_history, InitialHistory::Resumed { from: HistorySource::RolloutPath(_) | HistorySource::Items(_) }),
+            matches!(
+                session.initial_history,
+                InitialHistory::Resumed { from: HistorySource::RolloutPath(_) | HistorySource::Items(_) }
+            ),
             "a resume from a rollout file (resume by session id)",
         ),
     ];
@@ -306,16 +331,19 @@ impl Dialect for Acp {
             let sink = Arc::clone(&batch_sink);
             async move { sink.flush().await }
         });
-        router.request(acp::SESSION_REQUEST_PERMISSION, move |request: PermissionRequest, cx: RequestContext| {
-            let hub = Arc::clone(&hub);
-            let dialect = me.upgrade();
-            async move {
-                match dialect {
-                    Some(dialect) => dialect.on_permission(&cx.peer, &hub, request).await,
-                    None => Ok(client::permission_answer(&wire::RequestPermissionOutcome::Cancelled)),
+        router.request(
+            acp::SESSION_REQUEST_PERMISSION,
+            move |request: PermissionRequest, cx: RequestContext| {
+                let hub = Arc::clone(&hub);
+                let dialect = me.upgrade();
+                async move {
+                    match dialect {
+                        Some(dialect) => dialect.on_permission(&cx.peer, &hub, request).await,
+                        None => Ok(client::permission_answer(&wire::RequestPermissionOutcome::Cancelled)),
+                    }
                 }
-            }
-        });
+            },
+        );
         router
     }
 
@@ -328,16 +356,23 @@ impl Dialect for Acp {
             if let Some(what) = uncarried(&config.session) {
                 return Err(Some(Fault::Unsupported { protocol: NAME, what }));
             }
-            let params = client::initialize_params(&config.client_info.name, config.client_info.version.as_deref());
-            let raw: Value =
-                peer.request(acp::INITIALIZE, params).await.map_err(|e| handshake_fault(acp::INITIALIZE, e))?;
+            let params =
+                client::initialize_params(&config.client_info.name, config.client_info.version.as_deref());
+            let raw: Value = peer
+                .request(acp::INITIALIZE, params)
+                .await
+                .map_err(|e| handshake_fault(acp::INITIALIZE, e))?;
             let init: AgentInitialize = serde_json::from_value(raw.clone()).map_err(|e| {
                 Some(Fault::Protocol(format!("the answer to `initialize` does not decode: {e}")))
             })?;
             if init.protocol_version != wire::PROTOCOL_VERSION {
-                return Err(Some(Fault::Version(u32::from(wire::PROTOCOL_VERSION), u32::from(init.protocol_version))));
+                return Err(Some(Fault::Version(
+                    u32::from(wire::PROTOCOL_VERSION),
+                    u32::from(init.protocol_version),
+                )));
             }
-            self.can_close.store(init.agent_capabilities.session_capabilities.close.is_some(), Ordering::Relaxed);
+            self.can_close
+                .store(init.agent_capabilities.session_capabilities.close.is_some(), Ordering::Relaxed);
             let cwd = &config.session.cwd;
             let session_id = match &config.session.initial_history {
                 InitialHistory::Resumed { from: HistorySource::SessionId(id) } => {
