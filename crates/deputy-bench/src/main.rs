@@ -66,6 +66,9 @@ enum Role {
         /// Run the host on a multi-thread runtime instead of a current-thread one.
         #[arg(long)]
         multi_thread: bool,
+        /// The agent speaks ACP and the host uses its ACP dialect.
+        #[arg(long)]
+        acp: bool,
     },
 }
 
@@ -90,13 +93,13 @@ fn main() -> ExitCode {
     let result = match (cli.role, cli.scenario) {
         (Some(Role::FloorWriter { count, line }), _) => floor::floor_writer(&line, count),
         (Some(Role::EchoChild), _) => floor::echo_child(),
-        (Some(Role::ThroughputHost { count, multi_thread }), _) => if multi_thread {
+        (Some(Role::ThroughputHost { count, multi_thread, acp }), _) => if multi_thread {
             runtime()
         } else {
             tokio::runtime::Builder::new_current_thread().enable_all().build()
         }
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(scenarios::throughput_host(count)))
+        .and_then(|rt| rt.block_on(scenarios::throughput_host(count, acp)))
         .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
         (None, Some(scenario)) => run(scenario, cli.quick, cli.json),
         (None, None) => {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use deputy_host::{
-    AgentCommand, ApprovalContext, ApproveAll, Approver, CancellationToken, Conversation, ConversationConfig,
-    EventFilter, OneShot, async_trait,
+    AgentCommand, AgentProtocol, ApprovalContext, ApproveAll, Approver, CancellationToken, Conversation,
+    ConversationConfig, EventFilter, OneShot, async_trait,
 };
 use deputy_protocol::{
     ApprovalPolicy, EventMsg, ExecApprovalParams, InputItem, ModelSelection, Op, PatchApprovalParams,
@@ -159,13 +159,21 @@ pub struct FloodReport {
 }
 
 /// Runs in a fresh process (`deputy-bench __throughput-host`) so its peak RSS
-/// is the host's alone.
-pub async fn throughput_host(n: u64) -> Result<FloodReport> {
+/// is the host's alone. `acp`: the agent speaks ACP (`deputy agent
+/// --protocol acp`, the scenario given on its command line, as ACP sessions
+/// cannot name one) and the host uses its ACP dialect.
+pub async fn throughput_host(n: u64, acp: bool) -> Result<FloodReport> {
     let bench = Bench::new(Sizes::QUICK)?;
-    let session = bench.scripted("flood", json!([{"type": "flood", "n": n, "delta": flood_delta()}]))?;
-    let config = ConversationConfig::new(session).event_filter(EventFilter::All);
+    let mut session = bench.scripted("flood", json!([{"type": "flood", "n": n, "delta": flood_delta()}]))?;
+    let mut agent = bench.agent();
+    let mut config = ConversationConfig::new(session.clone()).event_filter(EventFilter::All);
+    if acp {
+        let scenario = session.model.take().and_then(|m| m.scenario).context("the flood's scenario")?;
+        agent.args(["--protocol", "acp", "--model", "script", "--scenario"]).arg(scenario);
+        config = ConversationConfig::new(session).event_filter(EventFilter::All).protocol(AgentProtocol::Acp);
+    }
     let mut conversation =
-        Conversation::spawn(bench.agent(), config, Arc::new(ApproveAll), CancellationToken::new()).await?;
+        Conversation::spawn(agent, config, Arc::new(ApproveAll), CancellationToken::new()).await?;
     let agent_pid = conversation.pid();
     let started = Instant::now();
     conversation.submit_with_id(FLOOD_SUBMISSION, Op::text("go")).await?;
@@ -197,11 +205,14 @@ pub async fn throughput_host(n: u64) -> Result<FloodReport> {
 }
 
 /// Runs the host half of the flood in a process of its own.
-fn flood_through_host(bench: &Bench, multi_thread: bool) -> Result<FloodReport> {
+fn flood_through_host(bench: &Bench, multi_thread: bool, acp: bool) -> Result<FloodReport> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["__throughput-host", "--count", &bench.sizes.flood_events.to_string()]);
     if multi_thread {
         cmd.arg("--multi-thread");
+    }
+    if acp {
+        cmd.arg("--acp");
     }
     let out = cmd.env("DEPUTY_BIN", &bench.deputy).stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
     ensure!(out.status.success(), "the throughput host failed ({})", out.status);
@@ -216,8 +227,9 @@ pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
     let floor_rate = floor::throughput_floor(&line, n)?;
     let mut figures = Vec::new();
     let mut peaks = (0u64, 0u64);
+    let mut native_rate = 0.0;
     for (multi_thread, flavor) in [(false, "current-thread"), (true, "multi-thread")] {
-        let report = flood_through_host(bench, multi_thread)?;
+        let report = flood_through_host(bench, multi_thread, false)?;
         let rate = report.events as f64 / report.seconds;
         figures.push(
             Figure::new("throughput", format!("events/s, {flavor} host"), rate, "events/s")
@@ -229,7 +241,27 @@ pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
                 ),
         );
         peaks = (peaks.0.max(report.host_peak_kib), peaks.1.max(report.agent_peak_kib));
+        if !multi_thread {
+            native_rate = rate;
+        }
     }
+    // The same flood over ACP: `deputy agent --protocol acp` to the host's
+    // ACP dialect (longer lines: each delta is a `session/update`; each
+    // response and request goes through the in-order dispatcher).
+    let report = flood_through_host(bench, false, true)?;
+    let rate = report.events as f64 / report.seconds;
+    figures.push(
+        Figure::new("throughput", "events/s, ACP, current-thread host", rate, "events/s")
+            .floor(floor_rate)
+            .runs(1)
+            .detail(json!({
+                "events": report.events,
+                "seconds": report.seconds,
+                "vs_native_current_thread": rate / native_rate,
+                "host_peak_mib": kib_to_mib(report.host_peak_kib),
+                "agent_peak_mib": kib_to_mib(report.agent_peak_kib),
+            })),
+    );
     figures.push(
         Figure::new("throughput", "host peak RSS", kib_to_mib(peaks.0), "MiB")
             .target("<= 16 MiB", peaks.0 <= 16 * 1024),
