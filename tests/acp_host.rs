@@ -520,3 +520,40 @@ fn exec_ctrl_c_ends_a_stubborn_agent_and_its_tree() {
     assert!(!alive(grandchild), "the stubborn agent's grandchild survived");
     assert!(!alive(sleep.unwrap()), "the command survived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_is_not_reading_events_can_still_submit() {
+    if skip_node_tests() {
+        return;
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let mut conv = Conversation::spawn(
+        fixture_agent(&[]),
+        config(cwd.path()).event_capacity(1),
+        Arc::new(ApproveAll),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    // The channel fills with the first turn's events; nobody reads them.
+    conv.submit_with_id("t1", Op::text("flood 50")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A submission never waits for the caller to read: it is taken, or
+    // refused because the first turn has not ended yet as far as the
+    // caller's events go.
+    let second = tokio::time::timeout(Duration::from_secs(5), conv.submit_with_id("t2", Op::text("again")))
+        .await
+        .expect("submit waited for the caller to read events");
+    let events = turn_events(&mut conv, "t1").await;
+    assert_eq!(events.iter().filter(|e| matches!(e, EventMsg::AgentMessageDelta { .. })).count(), 50);
+    match second {
+        Ok(_) => {
+            assert!(matches!(turn_events(&mut conv, "t2").await.last(), Some(EventMsg::TaskComplete { .. })))
+        }
+        Err(HostError::Rejected { error, .. }) => {
+            assert_eq!(error.code, deputy_protocol::error_codes::TURN_IN_PROGRESS)
+        }
+        Err(e) => panic!("{e}"),
+    }
+    conv.shutdown().await.unwrap();
+}

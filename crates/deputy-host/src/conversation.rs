@@ -329,6 +329,9 @@ pub(crate) struct EventSink {
     /// than the decoder is then woken once per batch, not once per event
     /// (on a multi-thread runtime each wake-up is a futex round trip).
     pending: std::sync::Mutex<Vec<Event>>,
+    /// Held by a flush from taking the buffer to handing it over, so two
+    /// flushes (the dispatcher's, a dialect's own task's) never reorder.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for EventSink {
@@ -372,7 +375,22 @@ impl EventSink {
     }
 
     /// Hands the buffered events to the caller's channel, in order, as one batch.
+    /// Takes `event` now, in order with everything delivered before and
+    /// after it, without waiting for room in the caller's channel: it is
+    /// handed over by a flush started in the background (for events a
+    /// dialect makes up on the caller's task, e.g. ACP's `task_started`,
+    /// which must not wait for a caller that is not reading yet).
+    pub(crate) fn deliver_now(self: &Arc<Self>, event: Event) {
+        if self.done.load(Ordering::Relaxed) || !self.filter.passes(&event.msg) {
+            return;
+        }
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(event);
+        let sink = Arc::clone(self);
+        tokio::spawn(async move { sink.flush().await });
+    }
+
     pub(crate) async fn flush(&self) {
+        let _order = self.flushing.lock().await;
         let events = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if events.is_empty() {
             return;
@@ -819,6 +837,7 @@ impl Conversation {
             one_shot,
             done: AtomicBool::new(false),
             pending: std::sync::Mutex::new(Vec::new()),
+            flushing: tokio::sync::Mutex::new(()),
         });
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
         let dialect = config.protocol.dialect(&config);

@@ -235,8 +235,10 @@ impl Acp {
                 Some(Turn { id: turn_id.clone(), approvals: shared.drain.child_token(), cancelled: false });
         }
         if let Some(sink) = self.sink() {
+            // Before the prompt is sent, so before any of its updates; not
+            // waiting for room: the caller may read only after this returns.
             let started = EventMsg::TaskStarted { turn_id: turn_id.clone(), model_context_window: None };
-            deliver(&sink, &turn_id, vec![started]).await;
+            sink.deliver_now(Event { id: turn_id.clone(), msg: started });
         }
         let opts = RequestOptions::default().send_cancel_on_drop(false);
         let mut answer = Box::pin(peer.request_with::<_, Value>(
