@@ -195,10 +195,20 @@ pub async fn run(args: ChatArgs) -> i32 {
     };
     renderer.finish();
 
+    // The same agent flags, so the hint resumes with the same agent.
+    let mut agent_flags = String::new();
+    if args.agent.agent_protocol == super::AgentProtocolArg::Acp {
+        agent_flags.push_str(" --agent-protocol acp");
+    }
+    if let Some(agent) = &args.agent.agent {
+        agent_flags
+            .push_str(&format!(" --agent {}", shlex::try_quote(agent).unwrap_or_else(|_| agent.into())));
+    }
+    let agent_flags = super::sanitize::clean(&agent_flags).into_owned();
     let resume_hint = || {
         renderer.note(&format!(
-            "session {session_id} ended; resume it with `deputy chat --resume {session_id}` \
-             or `deputy exec --resume {session_id} PROMPT`"
+            "session {session_id} ended; resume it with `deputy chat{agent_flags} --resume {session_id}` \
+             or `deputy exec{agent_flags} --resume {session_id} PROMPT`"
         ))
     };
     match ended {
