@@ -70,11 +70,15 @@ pub fn permission_answer(outcome: &RequestPermissionOutcome) -> Value {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentInitialize {
+    /// The version the agent chose (Deputy speaks 1).
     pub protocol_version: u16,
+    /// What it offers.
     #[serde(default)]
     pub agent_capabilities: AgentCaps,
+    /// Its name and version, if it says.
     #[serde(default)]
     pub agent_info: Option<Implementation>,
+    /// How to authenticate, if it needs to (Deputy does not).
     #[serde(default)]
     pub auth_methods: Vec<Value>,
 }
@@ -83,12 +87,15 @@ pub struct AgentInitialize {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentCaps {
+    /// It answers `session/load` (so sessions can be resumed).
     #[serde(default)]
     pub load_session: bool,
+    /// The optional session methods it answers.
     #[serde(default)]
     pub session_capabilities: SessionCaps,
 }
 
+/// The optional session methods an agent answers.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct SessionCaps {
     /// Present (`{}`) when the agent supports `session/close`.
@@ -100,6 +107,7 @@ pub struct SessionCaps {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionCreated {
+    /// The new session's id.
     pub session_id: String,
 }
 
@@ -107,7 +115,9 @@ pub struct SessionCreated {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionNotification {
+    /// The session it is about.
     pub session_id: String,
+    /// The update (`sessionUpdate` names its kind).
     pub update: Value,
 }
 
@@ -115,8 +125,11 @@ pub struct SessionNotification {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionRequest {
+    /// The session it is about.
     pub session_id: String,
+    /// The tool call it asks about (at least its `toolCallId`).
     pub tool_call: Value,
+    /// What the person may choose.
     #[serde(default)]
     pub options: Vec<PermissionChoice>,
 }
@@ -126,9 +139,12 @@ pub struct PermissionRequest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionChoice {
+    /// The id the answer names.
     pub option_id: String,
+    /// What the person would see.
     #[serde(default)]
     pub name: String,
+    /// What it means (`None`: a kind this crate does not know).
     #[serde(default, deserialize_with = "lenient")]
     pub kind: Option<PermissionOptionKind>,
 }
@@ -192,10 +208,13 @@ pub enum Ask {
 /// A tool call of a kind Deputy has no approval of its own for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolAsk {
+    /// The tool call's id.
     pub call_id: String,
+    /// The turn it belongs to.
     pub turn_id: String,
     /// The ACP tool kind (`read`, `fetch`, `other`, …) as the agent sent it.
     pub kind: String,
+    /// The agent's one-line description of the call.
     pub title: String,
     /// The agent's `rawInput`, if any.
     pub input: Option<Value>,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The Agent Client Protocol (ACP) v1, as Deputy speaks it: wire types
 //! ([`wire`]) and the mapping between them and Deputy's own protocol
 //! ([`map`], for an agent speaking ACP; [`client`], for a host driving an

@@ -20,8 +20,11 @@ use crate::wire::{
 /// `new_text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDiff {
+    /// The file (absolute).
     pub path: PathBuf,
+    /// Its text before (`None`: a new file).
     pub old_text: Option<String>,
+    /// Its text after (empty: deleted).
     pub new_text: String,
 }
 
@@ -32,9 +35,13 @@ pub const MAX_DIFF_BYTES: usize = FileChange::SHOWN_BYTES_PER_PATCH;
 
 /// The option ids of a permission request.
 pub mod option_ids {
+    /// `allow_once`: Deputy's `approved`.
     pub const ALLOW_ONCE: &str = "approved";
+    /// `allow_always`: Deputy's `approved_for_session`.
     pub const ALLOW_ALWAYS: &str = "approved_for_session";
+    /// `reject_once`: Deputy's `denied`.
     pub const REJECT_ONCE: &str = "denied";
+    /// `reject_always`: denied, and not asked again this session.
     pub const REJECT_ALWAYS: &str = "denied_for_session";
 }
 
@@ -280,6 +287,7 @@ pub struct TurnMapper {
 }
 
 impl TurnMapper {
+    /// A mapper for a session whose cwd is `cwd` (patch paths are relative to it).
     pub fn new(cwd: impl Into<PathBuf>) -> Self {
         TurnMapper { cwd: cwd.into(), ..TurnMapper::default() }
     }

@@ -1,7 +1,10 @@
 //! ACP v1 messages Deputy reads and writes, after the official v1 schema.
 //!
 //! Field names are the schema's (`camelCase`); optional fields are left out
-//! when unset rather than sent as `null`.
+//! when unset rather than sent as `null`. Each type and field means what the
+//! official v1 schema (`schema/v1/schema.json` of `@agentclientprotocol/sdk`)
+//! says of the same name; the fields are not described again here.
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 

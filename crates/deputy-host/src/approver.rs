@@ -99,7 +99,9 @@ pub trait Approver: Send + Sync + 'static {
 /// One approval request, either kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApprovalRequest {
+    /// May this command run?
     Exec(ExecApprovalParams),
+    /// May this patch be applied?
     Patch(PatchApprovalParams),
     /// A foreign agent's other tool (see [`ToolApprovalParams`]).
     Tool(ToolApprovalParams),
@@ -193,6 +195,7 @@ impl<F> FnApprover<F>
 where
     F: Fn(&ApprovalRequest) -> ReviewDecision + Send + Sync + 'static,
 {
+    /// An approver that answers every request with `f`.
     pub fn new(f: F) -> Self {
         FnApprover { f }
     }

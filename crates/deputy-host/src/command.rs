@@ -117,6 +117,7 @@ impl AgentCommand {
         self
     }
 
+    /// The program.
     pub fn get_program(&self) -> &OsStr {
         &self.program
     }

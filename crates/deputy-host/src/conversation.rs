@@ -72,14 +72,27 @@ static SHUTDOWN_SEQ: AtomicU64 = AtomicU64::new(1);
 pub enum Ending {
     /// The agent exited by itself during the ladder, before the deadline.
     /// `elapsed` runs from the start of the ladder to the exit.
-    Graceful { status: ExitStatus, elapsed: Duration },
+    Graceful {
+        /// Its exit status.
+        status: ExitStatus,
+        /// From the start of the ladder to the exit.
+        elapsed: Duration,
+    },
     /// The agent's process tree was SIGKILLed: at the ladder's deadline, or at
     /// once because it misbehaved (see the conversation's error), or on drop.
     /// `elapsed` runs from the start of the ladder (or of the kill) to the reap.
-    Killed { status: ExitStatus, elapsed: Duration },
+    Killed {
+        /// Its exit status (killed by SIGKILL).
+        status: ExitStatus,
+        /// From the start of the ladder (or of the kill) to the reap.
+        elapsed: Duration,
+    },
     /// The agent exited on its own before anyone asked it to (after a
     /// `shutdown` op submitted by the caller, or a crash: see the error).
-    Exited { status: ExitStatus },
+    Exited {
+        /// Its exit status.
+        status: ExitStatus,
+    },
 }
 
 impl Ending {

@@ -23,44 +23,93 @@ pub enum HostError {
     /// The agent program could not be started.
     #[error("failed to start the agent `{program}`: {source}")]
     Spawn {
+        /// The program, as given.
         program: String,
+        /// Why it could not start.
         #[source]
         source: Arc<io::Error>,
     },
     /// The agent did not answer `initialize` and `session/start` in time.
     #[error("the agent did not complete the handshake within {timeout:?}{}", Tail(stderr_tail))]
-    HandshakeTimeout { timeout: Duration, stderr_tail: String },
-    /// The agent answered `initialize` or `session/start` with an error.
+    HandshakeTimeout {
+        /// The handshake timeout that passed.
+        timeout: Duration,
+        /// The end of the agent's stderr.
+        stderr_tail: String,
+    },
+    /// The agent answered a handshake request (`initialize`, `session/start`;
+    /// over ACP `session/new` or `session/load`) with an error.
     #[error("the agent rejected `{method}`: {error}{}", Tail(stderr_tail))]
-    Handshake { method: &'static str, error: ErrorObject, stderr_tail: String },
+    Handshake {
+        /// The request it rejected.
+        method: &'static str,
+        /// Its error answer.
+        error: ErrorObject,
+        /// The end of the agent's stderr.
+        stderr_tail: String,
+    },
     /// The agent speaks another protocol version.
     #[error("the agent speaks protocol version {agent}, this host speaks {host}")]
-    ProtocolVersion { host: u32, agent: u32 },
+    ProtocolVersion {
+        /// The version this host speaks (of the agent's protocol).
+        host: u32,
+        /// The version the agent answered.
+        agent: u32,
+    },
     /// The agent process exited (crashed, exited, or was killed by someone else)
     /// while the conversation was live.
     #[error("the agent exited unexpectedly ({}){}", Status(status), Tail(stderr_tail))]
-    AgentExited { status: ExitStatus, stderr_tail: String },
+    AgentExited {
+        /// How it exited.
+        status: ExitStatus,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
     /// The agent closed its stdout but kept running; it was killed.
     #[error("the agent closed its stdout while still running; it was killed{}", Tail(stderr_tail))]
-    StdoutClosed { stderr_tail: String },
+    StdoutClosed {
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
     /// The agent wrote something that is not a JSON-RPC message to stdout; it
     /// was killed.
     #[error("the agent broke the protocol: {detail}; it was killed{}", Tail(stderr_tail))]
-    ProtocolViolation { detail: String, stderr_tail: String },
+    ProtocolViolation {
+        /// What it wrote and why it is invalid.
+        detail: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
     /// The agent answered a request (e.g. `submit`) with an error.
     #[error("the agent rejected `{method}`: {error}")]
-    Rejected { method: &'static str, error: ErrorObject },
+    Rejected {
+        /// The request it rejected.
+        method: &'static str,
+        /// Its error answer.
+        error: ErrorObject,
+    },
     /// The message would be longer than the agent accepts (the
     /// `max_line_bytes` it announced in `initialize`): nothing was sent, and
     /// the conversation goes on.
     #[error("`{method}` would be a line of {bytes} bytes, over the agent's limit of {limit} bytes: not sent")]
-    MessageTooLarge { method: String, bytes: usize, limit: usize },
-    /// This conversation takes no more submissions (a one-shot, after its input).
+    MessageTooLarge {
+        /// The method of the message.
+        method: String,
+        /// Its size, in bytes.
+        bytes: usize,
+        /// The agent's limit, in bytes.
+        limit: usize,
+    },
     /// The agent's protocol cannot carry what was asked (a session setting
     /// or an op), so nothing was sent.
     #[error("{protocol} agents cannot be given {what}")]
-    Unsupported { protocol: &'static str, what: String },
-
+    Unsupported {
+        /// The agent's protocol (`ACP`, …).
+        protocol: &'static str,
+        /// What cannot be carried, and why.
+        what: String,
+    },
+    /// This conversation takes no more submissions (a one-shot, after its input).
     #[error("this conversation takes no submissions (one-shot: its only input was sent at start)")]
     SubmissionsClosed,
     /// The conversation (or its spawn/handshake) was cancelled.

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! deputy-host: run a Deputy sub-agent as a child process.
 //!
 //! The parent side of the Deputy protocol (`PROTOCOL.md`): spawn any program
@@ -126,5 +127,8 @@ pub use one_shot::OneShot;
 pub use stderr::{STDERR_TAIL_BYTES, StderrTail};
 
 pub use async_trait::async_trait;
+/// The protocol's data types (ops, events, approvals, session params), so
+/// that `deputy-host` is the only dependency a host needs.
+pub use deputy_protocol as protocol;
 pub use deputy_rpc::PeerConfig;
 pub use tokio_util::sync::CancellationToken;

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Process trees by parent links: find every descendant of a process, freeze
 //! and kill them all, become a child subreaper, reap adopted orphans.
 //!
