@@ -17,8 +17,11 @@ pub struct ApprovalContext {
 }
 
 impl ApprovalContext {
-    pub(crate) fn new(key: String, cancel: CancellationToken) -> Self {
-        ApprovalContext { key, cancel }
+    /// A context for the approval `key`, withdrawn when `cancel` fires. The
+    /// conversation makes these; make one yourself to call an approver
+    /// directly (in its tests, say).
+    pub fn new(key: impl Into<String>, cancel: CancellationToken) -> Self {
+        ApprovalContext { key: key.into(), cancel }
     }
 
     /// The approval's key: `approval_id` if the agent sent one, else `call_id`.
@@ -230,6 +233,36 @@ where
 /// the conversation is cancelled, the pending approval's
 /// [`cancelled`](PendingApproval::cancelled) fires (the agent is answered
 /// `abort` on cancel; a withdrawn request needs no answer).
+///
+/// ```
+/// use deputy_host::protocol::{ExecApprovalParams, ReviewDecision};
+/// use deputy_host::{ApprovalContext, ApprovalRequest, Approver, CancellationToken, ChannelApprover};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (approver, mut requests) = ChannelApprover::new(8);
+/// // The UI's side: show each request, answer it.
+/// tokio::spawn(async move {
+///     while let Some(pending) = requests.recv().await {
+///         let allow = matches!(pending.request(), ApprovalRequest::Exec(p) if p.command == ["ls"]);
+///         pending.respond(if allow { ReviewDecision::Approved } else { ReviewDecision::Denied });
+///     }
+/// });
+/// // What a conversation does with each `approval/exec` of the agent:
+/// let ask = |argv: &[&str]| ExecApprovalParams {
+///     call_id: "call-1".into(),
+///     approval_id: None,
+///     turn_id: "turn-1".into(),
+///     command: argv.iter().map(|a| a.to_string()).collect(),
+///     cwd: "/work".into(),
+///     reason: None,
+///     unsandboxed: false,
+/// };
+/// let cx = || ApprovalContext::new("call-1", CancellationToken::new());
+/// assert_eq!(approver.approve_exec(ask(&["ls"]), cx()).await, ReviewDecision::Approved);
+/// assert_eq!(approver.approve_exec(ask(&["rm", "-rf", "/"]), cx()).await, ReviewDecision::Denied);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ChannelApprover {
     tx: mpsc::Sender<PendingApproval>,
