@@ -394,6 +394,51 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
         .to_string()
 }
 
+/// The most bytes of a streamed message (or reasoning) kept for its final
+/// `agent_message` (`agent_reasoning`): past it the final event holds the
+/// start and says how long the whole was — the deltas carry all of it, and
+/// a host's memory stays bounded whatever an agent streams.
+pub const MAX_KEPT_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Streamed text, kept up to [`MAX_KEPT_MESSAGE_BYTES`].
+#[derive(Debug, Default)]
+struct Kept {
+    text: String,
+    total: usize,
+}
+
+impl Kept {
+    fn push(&mut self, piece: &str) {
+        self.total += piece.len();
+        let room = MAX_KEPT_MESSAGE_BYTES.saturating_sub(self.text.len());
+        if piece.len() <= room {
+            self.text.push_str(piece);
+        } else {
+            let mut end = room;
+            while !piece.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&piece[..end]);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The text kept, with a note when some was left out; empties it.
+    fn take(&mut self) -> String {
+        let Kept { mut text, total } = std::mem::take(self);
+        if total > text.len() {
+            text.push_str(&format!(
+                "\n… ({total} bytes in all; the first {} are kept here, the deltas carry the whole)",
+                text.len()
+            ));
+        }
+        text
+    }
+}
+
 /// Turns one ACP session's updates, permission requests and prompt answers
 /// into Deputy events, one turn at a time. Keeps what it needs across
 /// messages: the message and reasoning streamed so far (their final
@@ -402,8 +447,8 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
 #[derive(Debug)]
 pub struct EventMapper {
     cwd: PathBuf,
-    message: String,
-    reasoning: String,
+    message: Kept,
+    reasoning: Kept,
     last_message: Option<String>,
     calls: HashMap<String, Call>,
     /// Call ids in announcement order (the end of a turn closes them in it).
@@ -416,8 +461,8 @@ impl EventMapper {
     pub fn new(cwd: impl Into<PathBuf>) -> Self {
         EventMapper {
             cwd: cwd.into(),
-            message: String::new(),
-            reasoning: String::new(),
+            message: Kept::default(),
+            reasoning: Kept::default(),
             last_message: None,
             calls: HashMap::new(),
             order: Vec::new(),
@@ -426,7 +471,7 @@ impl EventMapper {
 
     fn flush_message(&mut self, out: &mut Vec<EventMsg>) {
         if !self.message.is_empty() {
-            let message = std::mem::take(&mut self.message);
+            let message = self.message.take();
             self.last_message = Some(message.clone());
             out.push(EventMsg::AgentMessage { message });
         }
@@ -434,7 +479,7 @@ impl EventMapper {
 
     fn flush_reasoning(&mut self, out: &mut Vec<EventMsg>) {
         if !self.reasoning.is_empty() {
-            out.push(EventMsg::AgentReasoning { text: std::mem::take(&mut self.reasoning) });
+            out.push(EventMsg::AgentReasoning { text: self.reasoning.take() });
         }
     }
 
@@ -458,14 +503,14 @@ impl EventMapper {
             "agent_message_chunk" => {
                 if let Some(text) = update.get("content").and_then(text_of).filter(|t| !t.is_empty()) {
                     self.flush_reasoning(&mut out);
-                    self.message.push_str(text);
+                    self.message.push(text);
                     out.push(EventMsg::AgentMessageDelta { delta: text.to_owned() });
                 }
             }
             "agent_thought_chunk" => {
                 if let Some(text) = update.get("content").and_then(text_of).filter(|t| !t.is_empty()) {
                     self.flush_message(&mut out);
-                    self.reasoning.push_str(text);
+                    self.reasoning.push(text);
                     out.push(EventMsg::AgentReasoningDelta { delta: text.to_owned() });
                 }
             }

@@ -312,3 +312,23 @@ fn permission_answers_have_the_schema_shape() {
     let bare: AgentInitialize = serde_json::from_value(json!({ "protocolVersion": 1 })).unwrap();
     assert!(!bare.agent_capabilities.load_session);
 }
+
+#[test]
+fn a_huge_streamed_message_is_kept_bounded_for_its_final_event() {
+    let mut m = mapper();
+    let piece = "é".repeat(1000); // 2000 bytes, two-byte characters
+    let mut deltas = 0;
+    for _ in 0..1000 {
+        deltas += m.update("t", &chunk("agent_message_chunk", &piece)).len();
+    }
+    assert_eq!(deltas, 1000, "every chunk is still a delta");
+    let end = m.end_turn("t", &TurnEnd::Stopped(Some(StopReason::EndTurn)));
+    let EventMsg::AgentMessage { message } = &end[0] else { panic!("{end:?}") };
+    assert!(message.len() < MAX_KEPT_MESSAGE_BYTES + 200, "{}", message.len());
+    assert!(
+        message
+            .ends_with("(2000000 bytes in all; the first 1048576 are kept here, the deltas carry the whole)"),
+        "{}",
+        &message[message.len() - 120..]
+    );
+}
