@@ -66,6 +66,9 @@ fn typescript_client_is_strict_typed_builds_and_passes_its_node_tests() {
     assert!(package.get("dependencies").is_none(), "no runtime dependencies: {}", package["dependencies"]);
     assert_eq!(package["type"], "module");
 
+    // README's example, type-checked with the tests and run below.
+    std::fs::write(copy.package().join("test/readme-example.ts"), readme_example()).unwrap();
+
     // `npm test`: tsc (strict) over the sources and tests, then node --test.
     let out = copy.npm_run("test", &[("DEPUTY_BIN", &deputy_bin())]);
     let text = npm::output_text(&out);
@@ -74,6 +77,32 @@ fn typescript_client_is_strict_typed_builds_and_passes_its_node_tests() {
     assert_eq!(test_count(&text, "fail"), Some(0), "{text}");
     assert!(passed >= 20, "only {passed} node tests ran:\n{text}");
     eprintln!("node --test: {passed} passed");
+
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("node")
+        .arg(copy.package().join("build/test/readme-example.js"))
+        .current_dir(work.path())
+        .env("DEPUTY_BIN", deputy_bin())
+        .env("DEPUTY_HOME", home.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = npm::output_text(&out);
+    assert!(out.status.success(), "README's TypeScript example failed:\n{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello from an editor\ndone\n"), "{text}");
+    assert!(stdout.contains("kind: 'graceful'") && stdout.contains("exitCode: 0"), "{text}");
+}
+
+/// README's TypeScript example: the `ts` block after its marker.
+fn readme_example() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let after = readme
+        .split("<!-- typescript-example -->\n```ts\n")
+        .nth(1)
+        .expect("README has the TypeScript example");
+    after[..after.find("```").unwrap()].to_owned()
 }
 
 #[test]

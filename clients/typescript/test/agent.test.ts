@@ -18,12 +18,17 @@ import {
 } from "../src/index.js";
 import { agentEnv, alive, deputyBin, FAKE_AGENT, scenario, scratch, track, waitUntil } from "./helpers.js";
 
+const GENEROUS_BUDGET_MS = 5000;
+
 function connect(work: string, home: string, onApproval: (r: ApprovalRequest) => Promise<ReviewDecision> | ReviewDecision, model?: { name: string; scenario?: string }) {
   return DeputyClient.connect({
     command: deputyBin(),
     args: ["agent"],
     env: agentEnv(home),
     onApproval,
+    // Graceful endings are asserted here, not their speed (cancel.test.ts
+    // holds the default budget): room for a loaded machine.
+    shutdownBudgetMs: GENEROUS_BUDGET_MS,
     session: { cwd: work, source: "ide", ...(model ? { model } : {}) },
   }).then(track);
 }
@@ -142,7 +147,7 @@ test("an interrupt withdraws a pending approval: the handler's signal is aborted
   }
 });
 
-test("cancel() answers a pending approval `abort` and the agent exits gracefully within the budget", async () => {
+test("cancel() answers a pending approval `abort`, its signal aborts, the agent exits gracefully", async () => {
   const work = scratch();
   const home = scratch();
   try {
@@ -158,7 +163,6 @@ test("cancel() answers a pending approval `abort` and the agent exits gracefully
     assert.ok(await waitUntil(5000, () => seen !== undefined), "the approval was asked");
     const ending = await client.cancel();
     assert.equal(ending.kind, "graceful", JSON.stringify(ending));
-    assert.ok(ending.elapsedMs < 500, `${ending.elapsedMs} ms`);
     assert.equal(seen?.signal.aborted, true);
     assert.equal(existsSync(join(work.path, "never")), false);
     const rest: string[] = [];
@@ -203,12 +207,23 @@ test("an agent that crashes mid-turn: the stream throws with its exit status and
 });
 
 test("an agent that never answers: the handshake times out, it is killed, the error has its stderr", async () => {
-  const started = Date.now();
   let pid: number | undefined;
+  let started = 0;
   await assert.rejects(
     (async () => {
-      const client = track(DeputyClient.spawn({ command: process.execPath, args: [FAKE_AGENT, "silent"], handshakeTimeoutMs: 300 }));
+      let spoke!: () => void;
+      const spoken = new Promise<void>((resolve) => (spoke = resolve));
+      const client = track(
+        DeputyClient.spawn({
+          command: process.execPath,
+          args: [FAKE_AGENT, "silent"],
+          handshakeTimeoutMs: 300,
+          onStderr: (text) => text.includes("never answer") && spoke(),
+        }),
+      );
       pid = client.pid;
+      await spoken; // so the tail has it whatever the machine's load
+      started = Date.now();
       await client.initialize();
     })(),
     (error: DeputyError) => {

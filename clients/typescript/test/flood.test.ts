@@ -83,6 +83,7 @@ test("deputy agent's own flood step (100k events), a stalled then slow consumer:
       command: deputyBin(),
       args: ["agent"],
       env: agentEnv(home.path),
+      shutdownBudgetMs: 5000, // a graceful end is asserted, not its speed
       session: { cwd: work.path, model: { name: "script", scenario: path } },
     });
     track(client);
