@@ -29,7 +29,7 @@ experimental?: JsonValue, };
 
 export type InitializeParams = { 
 /**
- * The protocol version the host speaks; [`crate::PROTOCOL_VERSION`].
+ * The protocol version the host speaks; `PROTOCOL_VERSION`.
  */
 protocol_version: number, client_info: PeerInfo, capabilities?: ClientCapabilities, 
 /**
@@ -181,7 +181,7 @@ export type Event = {
  */
 id: string, msg: EventMsg, };
 
-export type EventMsg = { "type": "session_configured", session_id: string, 
+export type KnownEventMsg = { "type": "session_configured", session_id: string, 
 /**
  * The model (brain) name in use.
  */
@@ -249,7 +249,8 @@ export type ExecApprovalParams = {
 call_id: string, 
 /**
  * Identifies this approval when one call needs several; absent means
- * `call_id` identifies it. Answers are keyed by [`Self::approval_key`].
+ * `call_id` identifies it. A host tells approvals apart by this, else by
+ * `call_id` (in Rust: `approval_key`), never by `turn_id`.
  */
 approval_id?: string, turn_id: string, 
 /**
@@ -332,3 +333,174 @@ export type RolloutLine = {
  * RFC 3339 time the item was written.
  */
 timestamp: string, } & ({ "type": "session_meta" } & SessionMeta | { "type": "user_input", turn_id: string, items: Array<InputItem>, } | { "type": "agent_message", turn_id: string, message: string, } | { "type": "reasoning", turn_id: string, text: string, } | { "type": "tool_call", turn_id: string, call_id: string, name: string, arguments: JsonValue, } | { "type": "tool_result", turn_id: string, call_id: string, success: boolean, output: string, } | { "type": "approval", turn_id: string, call_id: string, kind: ApprovalKind, decision: ReviewDecision, } | { "type": "token_count", info: TokenUsageInfo, } | { "type": "turn_complete", turn_id: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, });
+
+/**
+ * The protocol version this file describes; sent in `initialize`.
+ */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * The JSON-RPC error codes used on a Deputy connection; PROTOCOL.md §4 says
+ * when each is sent.
+ */
+export const ErrorCodes = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  REQUEST_CANCELLED: -32800,
+  NOT_INITIALIZED: -32002,
+  ALREADY_INITIALIZED: -32003,
+  UNSUPPORTED_PROTOCOL_VERSION: -32004,
+  NO_SESSION: -32010,
+  SESSION_ALREADY_STARTED: -32011,
+  HISTORY_UNAVAILABLE: -32012,
+  MODEL_UNAVAILABLE: -32013,
+  TURN_IN_PROGRESS: -32014,
+  SHUTTING_DOWN: -32015,
+  SANDBOX_UNAVAILABLE: -32016,
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/**
+ * Every method name of the protocol.
+ */
+export const Methods = {
+  INITIALIZE: "initialize",
+  SESSION_START: "session/start",
+  SUBMIT: "submit",
+  EVENT: "event",
+  APPROVAL_EXEC: "approval/exec",
+  APPROVAL_PATCH: "approval/patch",
+  CANCEL_REQUEST: "$/cancelRequest",
+} as const;
+
+/**
+ * Requests a host sends to an agent: params and result by method.
+ */
+export type HostRequests = {
+  "initialize": { params: InitializeParams, result: InitializeResult },
+  "session/start": { params: SessionStartParams, result: SessionStartResult },
+  "submit": { params: Submission, result: SubmitResult },
+};
+
+/**
+ * Notifications a host sends to an agent: params by method.
+ */
+export type HostNotifications = {
+  "$/cancelRequest": { params: CancelRequestParams },
+};
+
+/**
+ * Requests an agent sends to its host: params and result by method.
+ */
+export type AgentRequests = {
+  "approval/exec": { params: ExecApprovalParams, result: ApprovalResult },
+  "approval/patch": { params: PatchApprovalParams, result: ApprovalResult },
+};
+
+/**
+ * Notifications an agent sends to its host: params by method.
+ */
+export type AgentNotifications = {
+  "event": { params: Event },
+  "$/cancelRequest": { params: CancelRequestParams },
+};
+
+export type HostRequestMethod = keyof HostRequests;
+export type AgentRequestMethod = keyof AgentRequests;
+
+/**
+ * A JSON-RPC 2.0 request: answered by a response with the same `id`.
+ */
+export type JsonRpcRequest<M extends string = string, P = JsonValue> = { jsonrpc: "2.0", id: RequestId, method: M, params?: P };
+
+/**
+ * A JSON-RPC 2.0 notification: never answered.
+ */
+export type JsonRpcNotification<M extends string = string, P = JsonValue> = { jsonrpc: "2.0", method: M, params?: P };
+
+/**
+ * The `error` member of a failed response.
+ */
+export type JsonRpcErrorObject = { code: number, message: string, data?: JsonValue };
+
+/**
+ * A successful response.
+ */
+export type JsonRpcSuccess<R = JsonValue> = { jsonrpc: "2.0", id: RequestId, result: R };
+
+/**
+ * A failed response; `id` is `null` when the request could not be read.
+ */
+export type JsonRpcFailure = { jsonrpc: "2.0", id: RequestId | null, error: JsonRpcErrorObject };
+
+export type JsonRpcResponse<R = JsonValue> = JsonRpcSuccess<R> | JsonRpcFailure;
+
+export type JsonRpcMessage = JsonRpcRequest | JsonRpcNotification | JsonRpcResponse;
+
+/**
+ * Every request a host may send, typed by method.
+ */
+export type HostRequest = { [M in keyof HostRequests]: JsonRpcRequest<M, HostRequests[M]["params"]> }[keyof HostRequests];
+
+/**
+ * Every request an agent may send, typed by method.
+ */
+export type AgentRequest = { [M in keyof AgentRequests]: JsonRpcRequest<M, AgentRequests[M]["params"]> }[keyof AgentRequests];
+
+/**
+ * Every notification an agent may send, typed by method.
+ */
+export type AgentNotification = { [M in keyof AgentNotifications]: JsonRpcNotification<M, AgentNotifications[M]["params"]> }[keyof AgentNotifications];
+
+/**
+ * Every notification a host may send, typed by method.
+ */
+export type HostNotification = { [M in keyof HostNotifications]: JsonRpcNotification<M, HostNotifications[M]["params"]> }[keyof HostNotifications];
+
+declare const unknownEventType: unique symbol;
+
+/**
+ * The `type` of an event this file does not describe. At run time it is a
+ * string (none of the known ones); the type checker sees an opaque mark
+ * instead, so that `switch (msg.type)` and `msg.type === "…"` narrow to
+ * the known events. `eventType(msg)` gives the string.
+ */
+export type UnknownEventType = { readonly [unknownEventType]: "an event type this version does not know" };
+
+/**
+ * An event of a type this file does not describe (a newer agent's). Hosts
+ * must ignore event types they do not know (PROTOCOL.md §3); Rust decodes
+ * them as `EventMsg::Unknown`.
+ */
+export type UnknownEventMsg = { type: UnknownEventType, [field: string]: unknown };
+
+/**
+ * What happened, tagged by `type`: one of the known events, or one of a
+ * type this version does not know.
+ */
+export type EventMsg = KnownEventMsg | UnknownEventMsg;
+
+export type KnownEventType = KnownEventMsg["type"];
+
+/**
+ * The `type` of every known event.
+ */
+export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = ["session_configured", "task_started", "task_complete", "turn_aborted", "agent_message", "agent_message_delta", "agent_reasoning", "agent_reasoning_delta", "token_count", "exec_command_begin", "exec_command_output_delta", "exec_command_end", "patch_apply_begin", "patch_apply_end", "error", "stream_error", "warning", "background_event", "shutdown_complete"];
+
+/**
+ * Whether `msg` is one of the events this file describes.
+ */
+export function isKnownEventMsg(msg: EventMsg): msg is KnownEventMsg {
+  return (KNOWN_EVENT_TYPES as readonly string[]).includes(eventType(msg));
+}
+
+/**
+ * The `type` of any event, known or not, as the string it is on the wire.
+ */
+export function eventType(msg: EventMsg | { type: string }): string {
+  return msg.type as unknown as string;
+}

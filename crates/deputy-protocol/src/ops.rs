@@ -76,7 +76,8 @@ pub struct ExecApprovalParams {
     /// The tool call this approval is for (matches `exec_command_begin`).
     pub call_id: String,
     /// Identifies this approval when one call needs several; absent means
-    /// `call_id` identifies it. Answers are keyed by [`Self::approval_key`].
+    /// `call_id` identifies it. A host tells approvals apart by this, else by
+    /// `call_id` (in Rust: [`Self::approval_key`]), never by `turn_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub approval_id: Option<String>,
@@ -137,11 +138,11 @@ pub struct PatchApprovalParams {
 /// One file's change in a patch.
 ///
 /// In `approval/patch` and `patch_apply_begin` the text (`content`,
-/// `unified_diff`) is capped: each change shows at most
-/// [`FileChange::SHOWN_BYTES_PER_CHANGE`] bytes and one message at most
-/// [`FileChange::SHOWN_BYTES_PER_PATCH`] in all; a cut text has `truncated:
-/// true` and `total_bytes`, the size of the whole text. The change itself is
-/// applied whole.
+/// `unified_diff`) is capped: each change shows at most 64 KiB
+/// ([`FileChange::SHOWN_BYTES_PER_CHANGE`]) and one message at most 1 MiB
+/// ([`FileChange::SHOWN_BYTES_PER_PATCH`]) in all; a cut text has
+/// `truncated: true` and `total_bytes`, the size of the whole text. The
+/// change itself is applied whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FileChange {

@@ -189,3 +189,109 @@ fn approval_key_prefers_approval_id() {
     p.approval_id = Some("a".into());
     assert_eq!(p.approval_key(), "a");
 }
+
+/// Every piece of prose in the generated files: the descriptions of the JSON
+/// Schemas and the `/** … */` comments of the TypeScript.
+fn generated_prose() -> Vec<(String, String)> {
+    fn descriptions(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match v {
+                        Value::String(text) if key == "description" => out.push(text.clone()),
+                        _ => descriptions(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| descriptions(v, out)),
+            _ => {}
+        }
+    }
+    let mut prose = Vec::new();
+    for file in schema::generate() {
+        if file.path.ends_with(".json") {
+            let mut found = Vec::new();
+            descriptions(&serde_json::from_str(&file.contents).unwrap(), &mut found);
+            prose.extend(found.into_iter().map(|text| (file.path.clone(), text)));
+        } else {
+            let mut rest = file.contents.as_str();
+            while let Some(start) = rest.find("/**") {
+                let end = start + rest[start..].find("*/").expect("a comment ends");
+                prose.push((file.path.clone(), rest[start..end].to_owned()));
+                rest = &rest[end..];
+            }
+        }
+    }
+    prose
+}
+
+#[test]
+fn generated_docs_have_no_rustdoc_link_syntax() {
+    let prose = generated_prose();
+    assert!(prose.len() > 50, "the generated files have their docs: {}", prose.len());
+    // A name rustdoc would take for a link target: `Name`, `a::B`.
+    let rust_path = |text: &str| {
+        text.split("::").all(|part| {
+            !part.is_empty()
+                && part.chars().next().unwrap().is_ascii_alphabetic()
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) && text.chars().any(|c| c.is_ascii_uppercase() || c == ':')
+    };
+    for (path, text) in prose {
+        for bad in ["[`", "](crate::", "](self::", "](super::", "](Self::", "crate::"] {
+            assert!(!text.contains(bad), "{path}: rustdoc syntax `{bad}` in {text:?}");
+        }
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find('[') {
+            let Some(close) = rest[open..].find(']') else { break };
+            let inner = &rest[open + 1..open + close];
+            assert!(!rust_path(inner), "{path}: an intra-doc link [{inner}] in {text:?}");
+            let after = &rest[open + close + 1..];
+            if let Some(target) = after.strip_prefix('(') {
+                assert!(
+                    target.starts_with("http://") || target.starts_with("https://"),
+                    "{path}: a link to a Rust item in {text:?}"
+                );
+            }
+            rest = after;
+        }
+    }
+}
+
+#[test]
+fn doc_links_are_rewritten_as_plain_text() {
+    use schema::plain_doc_links as plain;
+    assert_eq!(plain("see [`crate::PROTOCOL_VERSION`]."), "see `PROTOCOL_VERSION`.");
+    assert_eq!(
+        plain("in [`crate::Event::id`] and [`Self::approval_key`]"),
+        "in `Event::id` and `approval_key`"
+    );
+    assert_eq!(plain("a [link](crate::x) and [`code`](Self::y)"), "a link and `code`");
+    assert_eq!(
+        plain("[the spec](https://www.jsonrpc.org/specification)"),
+        "[the spec](https://www.jsonrpc.org/specification)"
+    );
+    assert_eq!(plain("bare [EventMsg] and [schema::generate]"), "bare `EventMsg` and `schema::generate`");
+    // Not links: JSON, TypeScript index signatures, plain brackets.
+    for kept in ["{\"supported\": [1]}", "[key in string]", "a [sic] b", "unclosed [`x", "[] and [ ]"] {
+        assert_eq!(plain(kept), kept);
+    }
+}
+
+#[test]
+fn typescript_lists_every_event_type_error_code_and_method() {
+    let ts = schema::generate().into_iter().find(|f| f.path.ends_with(".ts")).unwrap().contents;
+    for kind in schema::known_event_types() {
+        assert!(ts.contains(&format!("\"type\": \"{kind}\"")), "{kind} has no TypeScript variant");
+    }
+    let list = "KNOWN_EVENT_TYPES: readonly KnownEventType[] = [\"session_configured\", ";
+    assert!(ts.contains(list), "the event types are listed");
+    for (name, code) in error_codes::ALL {
+        assert!(ts.contains(&format!("  {name}: {code},\n")), "{name}");
+    }
+    for info in schema::METHODS {
+        assert!(ts.contains(&format!("\"{}\": {{ params: {}", info.method, info.params)), "{}", info.method);
+    }
+    assert!(ts.contains(&format!("export const PROTOCOL_VERSION = {PROTOCOL_VERSION};")));
+    assert!(ts.contains("export type EventMsg = KnownEventMsg | UnknownEventMsg;"));
+}
