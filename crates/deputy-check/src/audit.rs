@@ -189,6 +189,9 @@ pub(crate) fn pairing(recorded: &[Recorded]) -> Checked {
             }
         }
     }
+    if recorded.iter().all(|r| from_agent(r).is_empty()) {
+        return Ok(Verdict::Skip("nothing to audit: no agent of the battery wrote a message".into()));
+    }
     if problems.is_empty() && pairs == 0 {
         return Ok(Verdict::Pass("no command or patch ran, so nothing to pair".into()));
     }

@@ -19,7 +19,7 @@
 //! private directory (an agent that ignores the variable is not affected).
 //! The agent is started in a session of its own (`setsid`), driven through
 //! [`deputy_testkit::AgentUnderTest`], and ended by end of input (then a tree
-//! kill after 5 s) when its check is done. What it wrote and was sent is kept;
+//! kill after 2 s) when its check is done. What it wrote and was sent is kept;
 //! the last checks (`stdout-purity`, `schema`, `begin-end-pairing`,
 //! `answered-once`, `no-process-left`) look at everything every agent did.
 //! A whole battery against `deputy agent` takes about two seconds.

@@ -1045,6 +1045,9 @@ fn no_process_left(r: &mut Runner, shell: Option<bool>) -> Checked {
         own = "a background job and a setsid daemon of a command were gone when it ended".into();
     }
     let runs = r.recorded.len();
+    if runs == 0 {
+        return Ok(Verdict::Skip("no agent could be started".into()));
+    }
     if r.leftovers.is_empty() {
         return Ok(Verdict::Pass(format!("{own}; none of the {runs} agents run left a process behind")));
     }

@@ -85,9 +85,9 @@ pub(crate) struct Runner<'o> {
     pub leftovers: Vec<(String, Vec<Leftover>)>,
     scratch: PathBuf,
     serial: u32,
-    /// An agent did not exit within 5 s of end of input once (the `eof`
+    /// An agent did not exit within 2 s of end of input once (the `eof`
     /// check fails then): later ones are killed sooner, so that a broken
-    /// agent does not cost 5 s per check.
+    /// agent does not cost 2 s per check.
     eof_ignored: bool,
 }
 
@@ -143,12 +143,13 @@ impl<'o> Runner<'o> {
         Ok(Run { agent, cwd })
     }
 
-    /// Ends the agent (end of input, then a kill after 5 s), notes what it
+    /// Ends the agent (end of input, then a kill after 2 s), notes what it
     /// left behind and keeps its transcript.
     pub fn finish(&mut self, label: &str, mut run: Run) {
         if run.agent.try_exit().ok().flatten().is_none() {
             run.agent.close_stdin();
-            let patience = if self.eof_ignored { Duration::from_millis(500) } else { Duration::from_secs(5) };
+            // Cleanup, not a check (`eof` has its own, wider bound).
+            let patience = if self.eof_ignored { Duration::from_millis(200) } else { Duration::from_secs(2) };
             if run.agent.wait_exit_within(patience).is_err() {
                 self.eof_ignored = true;
                 run.agent.kill();
