@@ -66,7 +66,8 @@ fn check(extra: &[&str], agent: &[String]) -> (i32, String) {
 
 fn check_json(agent: &[String]) -> (i32, Value) {
     let (code, stdout) = check(&["--json"], agent);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
     (code, report)
 }
 
@@ -96,7 +97,8 @@ fn evidence<'a>(report: &'a Value, id: &str) -> &'a str {
 /// Exactly `failing` failed, nothing was skipped, and the exit status is 1.
 fn assert_caught_by(rule: &str, failing: &[&str]) -> Value {
     let (code, report) = check_json(&broken(rule));
-    let ids: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        report["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ALL, "the battery's checks");
     assert_eq!(with(&report, "fail"), failing, "--break {rule}: {report:#}");
     assert_eq!(with(&report, "skip"), Vec::<String>::new(), "--break {rule}: {report:#}");
@@ -156,12 +158,24 @@ fn a_wrong_code_for_malformed_json_fails_parse_error() {
 fn a_wrong_protocol_version_fails_initialize_and_the_table_says_so() {
     let (code, table) = check(&[], &broken("wrong-version"));
     assert_eq!(code, 1);
-    assert!(table.contains("CHECK ") && table.contains(" SECTION ") && table.contains(" RESULT ") && table.contains(" EVIDENCE"), "{table}");
+    assert!(
+        table.contains("CHECK ")
+            && table.contains(" SECTION ")
+            && table.contains(" RESULT ")
+            && table.contains(" EVIDENCE"),
+        "{table}"
+    );
     let row = table.lines().find(|l| l.starts_with("initialize ")).unwrap_or_else(|| panic!("{table}"));
-    assert!(row.contains("§3 initialize") && row.contains("FAIL") && row.contains("protocol_version 2"), "{row}");
+    assert!(
+        row.contains("§3 initialize") && row.contains("FAIL") && row.contains("protocol_version 2"),
+        "{row}"
+    );
     let failed: Vec<&str> = table.lines().filter(|l| l.contains(" FAIL ")).collect();
     assert_eq!(failed.len(), 1, "{table}");
-    assert!(table.ends_with(&format!("{} checks: {} passed, 1 failed, 0 skipped\n", ALL.len(), ALL.len() - 1)), "{table}");
+    assert!(
+        table.ends_with(&format!("{} checks: {} passed, 1 failed, 0 skipped\n", ALL.len(), ALL.len() - 1)),
+        "{table}"
+    );
 }
 
 #[test]
@@ -195,7 +209,9 @@ fn a_daemon_left_behind_fails_no_process_left_and_is_killed() {
     let left: Vec<_> = deputy_proctree::snapshot()
         .into_iter()
         .filter(|p| !p.is_zombie())
-        .filter(|p| std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| c == b"sleep\x00300.25\x00"))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| c == b"sleep\x00300.25\x00")
+        })
         .collect();
     // The checker kills what it reports.
     assert!(left.is_empty(), "daemons still running: {left:?}");
@@ -217,8 +233,76 @@ fn a_program_that_cannot_start_fails_cleanly() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&["check"][..], &["check", "--protocol", "klingon", "--", "x"], &["check", "--timeout", "soon", "--", "x"]] {
+    for args in [
+        &["check"][..],
+        &["check", "--protocol", "klingon", "--", "x"],
+        &["check", "--timeout", "soon", "--", "x"],
+    ] {
         let out = Command::new(common::deputy_bin()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// Every check of the ACP battery, in the order it runs.
+const ALL_ACP: &[&str] = &[
+    "acp-initialize",
+    "acp-version-negotiation",
+    "acp-before-initialize",
+    "acp-parse-error",
+    "acp-invalid-request",
+    "acp-unknown-method",
+    "acp-session-new",
+    "acp-unknown-session",
+    "acp-prompt",
+    "acp-permission-fail-closed",
+    "acp-cancel",
+    "acp-cancel-pending-permission",
+    "acp-eof",
+    "acp-shapes",
+    "stdout-purity",
+    "answered-once",
+    "no-process-left",
+];
+
+fn acp_agent() -> Vec<String> {
+    vec![deputy(), "agent".into(), "--protocol".into(), "acp".into()]
+}
+
+fn check_acp(agent: &[String]) -> (i32, Value) {
+    let (code, stdout) = check(&["--protocol", "acp", "--json"], agent);
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
+    let ids: Vec<&str> =
+        report["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ALL_ACP);
+    assert_eq!(report["protocol"], "acp");
+    (code, report)
+}
+
+#[test]
+fn the_acp_face_passes_every_acp_check() {
+    let (code, report) = check_acp(&acp_agent());
+    assert_eq!(with(&report, "fail"), Vec::<String>::new(), "{report:#}");
+    assert_eq!(with(&report, "skip"), Vec::<String>::new(), "{report:#}");
+    assert_eq!(code, 0);
+    assert!(evidence(&report, "acp-cancel").contains("stopReason cancelled"));
+}
+
+#[test]
+fn the_acp_battery_catches_a_log_line_and_a_wrong_parse_error_code() {
+    let proxy = |rule| broken_agent::argv(rule, &acp_agent());
+    let (code, report) = check_acp(&proxy("stdout-log"));
+    assert_eq!(with(&report, "fail"), ["stdout-purity"], "{report:#}");
+    assert_eq!(code, 1);
+    let (code, report) = check_acp(&proxy("parse-error-code"));
+    assert_eq!(with(&report, "fail"), ["acp-parse-error"], "{report:#}");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn a_deputy_protocol_agent_fails_the_acp_handshake() {
+    let (code, report) = check_acp(&deputy_agent());
+    assert_eq!(code, 1);
+    let failed = with(&report, "fail");
+    assert!(failed.contains(&"acp-initialize".to_owned()), "{report:#}");
 }

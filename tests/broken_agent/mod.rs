@@ -70,8 +70,11 @@ static HOOK: extern "C" fn() = hook;
 
 extern "C" fn hook() {
     let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else { return };
-    let args: Vec<String> =
-        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     if args.get(1).map(String::as_str) != Some(ARG) {
         return;
     }
@@ -117,7 +120,11 @@ fn proxy(args: &[String]) -> i32 {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let mut child = match Command::new(&agent[0]).args(&agent[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
+    let mut child = match Command::new(&agent[0])
+        .args(&agent[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
     {
         Ok(c) => c,
         Err(e) => {
@@ -275,7 +282,9 @@ fn to_agent(rule: &str, line: &[u8], approvals: &Mutex<Approvals>) -> Forward {
     }
     let Ok(msg) = serde_json::from_slice::<Value>(body) else {
         if rule == "parse-error-code" {
-            return Forward::Answer(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "invalid request"}}));
+            return Forward::Answer(
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "invalid request"}}),
+            );
         }
         return Forward::As;
     };
@@ -286,7 +295,9 @@ fn to_agent(rule: &str, line: &[u8], approvals: &Mutex<Approvals>) -> Forward {
         }
         "run-after-error" if is_answer && msg.get("error").is_some() => {
             if approvals.lock().unwrap().all.contains(&msg["id"].to_string()) {
-                Forward::Rewritten(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"decision": "approved"}}))
+                Forward::Rewritten(
+                    json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"decision": "approved"}}),
+                )
             } else {
                 Forward::As
             }

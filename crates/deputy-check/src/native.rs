@@ -270,38 +270,6 @@ impl Run {
         self.agent.expect_approval().doing("waiting for an approval request")
     }
 
-    /// Sends a raw line and waits for the next error answer with id null.
-    fn null_id_answer(&mut self, line: &[u8], what: &str) -> Result<Value, Failure> {
-        self.agent.send_raw(line).doing(what)?;
-        self.agent
-            .expect_message(&format!("the answer (id null) to {what}"), |m| {
-                m.is_object() && m.get("id") == Some(&Value::Null) && m.get("method").is_none()
-            })
-            .doing(what)
-    }
-
-    /// Sends a request and waits for its answer.
-    fn ask(&mut self, id: Value, method: &str, params: Value) -> Result<Value, Failure> {
-        self.agent.request_with_id(id.clone(), method, params).doing(method)?;
-        self.agent.response(&id).doing(&format!("`{method}`"))
-    }
-
-    /// Waits up to `bound` for a message; `what` names it in the failure.
-    fn within(
-        &mut self,
-        bound: Duration,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value, Failure> {
-        match self.agent.wait_message(bound, pred) {
-            Some(m) => Ok(m),
-            None if self.agent.stdout_closed() => {
-                Err(format!("no {what}: the agent closed its stdout").into())
-            }
-            None => Err(format!("no {what} within {}", ms(bound)).into()),
-        }
-    }
-
     fn turn_end(&mut self, turn: &str, bound: Duration) -> Result<Value, Failure> {
         let turn = turn.to_owned();
         self.within(bound, &format!("end event of turn {turn:?}"), move |m| {
@@ -314,19 +282,6 @@ impl Run {
         self.within(bound, &format!("`{kind}` for call {call_id:?}"), move |m| {
             is_event_of(m, kind) && m["params"]["msg"]["call_id"] == call
         })
-    }
-
-    fn exit_zero(&mut self, since: Instant, bound: Duration) -> Result<Duration, Failure> {
-        let remaining = bound.saturating_sub(since.elapsed());
-        let status = self
-            .agent
-            .wait_exit_within(remaining)
-            .map_err(|_| Failure::from(format!("did not exit within {}", ms(bound))))?;
-        let took = since.elapsed();
-        if !status.success() {
-            return Err(format!("exited with {status} (expected 0)").into());
-        }
-        Ok(took)
     }
 }
 
@@ -1044,19 +999,5 @@ fn no_process_left(r: &mut Runner, shell: Option<bool>) -> Checked {
         }
         own = "a background job and a setsid daemon of a command were gone when it ended".into();
     }
-    let runs = r.recorded.len();
-    if runs == 0 {
-        return Ok(Verdict::Skip("no agent could be started".into()));
-    }
-    if r.leftovers.is_empty() {
-        return Ok(Verdict::Pass(format!("{own}; none of the {runs} agents run left a process behind")));
-    }
-    let (label, list) = &r.leftovers[0];
-    let total: usize = r.leftovers.iter().map(|(_, l)| l.len()).sum();
-    Err(format!(
-        "{} of {runs} agents left {total} process(es) behind (killed), e.g. after `{label}`: {}",
-        r.leftovers.len(),
-        list.iter().map(|l| format!("pid {} `{}`", l.pid, l.cmdline)).collect::<Vec<_>>().join(", ")
-    )
-    .into())
+    r.leftovers_verdict(&own)
 }

@@ -72,6 +72,53 @@ pub(crate) struct Run {
     pub cwd: PathBuf,
 }
 
+impl Run {
+    /// Sends a raw line and waits for the next error answer with id null.
+    pub(crate) fn null_id_answer(&mut self, line: &[u8], what: &str) -> Result<Value, Failure> {
+        self.agent.send_raw(line).doing(what)?;
+        self.agent
+            .expect_message(&format!("the answer (id null) to {what}"), |m| {
+                m.is_object() && m.get("id") == Some(&Value::Null) && m.get("method").is_none()
+            })
+            .doing(what)
+    }
+
+    /// Sends a request and waits for its answer.
+    pub(crate) fn ask(&mut self, id: Value, method: &str, params: Value) -> Result<Value, Failure> {
+        self.agent.request_with_id(id.clone(), method, params).doing(method)?;
+        self.agent.response(&id).doing(&format!("`{method}`"))
+    }
+
+    /// Waits up to `bound` for a message; `what` names it in the failure.
+    pub(crate) fn within(
+        &mut self,
+        bound: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Failure> {
+        match self.agent.wait_message(bound, pred) {
+            Some(m) => Ok(m),
+            None if self.agent.stdout_closed() => {
+                Err(format!("no {what}: the agent closed its stdout").into())
+            }
+            None => Err(format!("no {what} within {}", ms(bound)).into()),
+        }
+    }
+
+    pub(crate) fn exit_zero(&mut self, since: Instant, bound: Duration) -> Result<Duration, Failure> {
+        let remaining = bound.saturating_sub(since.elapsed());
+        let status = self
+            .agent
+            .wait_exit_within(remaining)
+            .map_err(|_| Failure::from(format!("did not exit within {}", ms(bound))))?;
+        let took = since.elapsed();
+        if !status.success() {
+            return Err(format!("exited with {status} (expected 0)").into());
+        }
+        Ok(took)
+    }
+}
+
 /// Everything an agent wrote and was sent, kept for the audits.
 pub(crate) struct Recorded {
     pub label: String,
@@ -195,6 +242,28 @@ impl<'o> Runner<'o> {
             detail,
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
+    }
+
+    /// The `no-process-left` verdict over every agent of the battery, after
+    /// `own` (what the check's own scenario saw).
+    pub fn leftovers_verdict(&self, own: &str) -> Checked {
+        let runs = self.recorded.len();
+        if runs == 0 {
+            return Ok(Verdict::Skip("no agent could be started".into()));
+        }
+        let Some((label, list)) = self.leftovers.first() else {
+            let sep = if own.is_empty() { "" } else { "; " };
+            return Ok(Verdict::Pass(format!(
+                "{own}{sep}none of the {runs} agents run left a process behind"
+            )));
+        };
+        let total: usize = self.leftovers.iter().map(|(_, l)| l.len()).sum();
+        Err(format!(
+            "{} of {runs} agents left {total} process(es) behind (killed), e.g. after `{label}`: {}",
+            self.leftovers.len(),
+            list.iter().map(|l| format!("pid {} `{}`", l.pid, l.cmdline)).collect::<Vec<_>>().join(", ")
+        )
+        .into())
     }
 
     pub fn protocol(&self) -> Protocol {
