@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
         deputy chat --approve exec\n  \
         deputy sessions list\n  \
         deputy agent                    # serve the protocol on stdio, for a host (PROTOCOL.md)\n  \
+        deputy check -- ./my-agent      # check a program that claims the protocol\n  \
         deputy completions bash > ~/.local/share/bash-completion/completions/deputy\n\n\
         Environment: DEPUTY_HOME (where sessions live, default ~/.deputy), DEPUTY_BIN (the agent \
         binary hosts spawn), RUST_LOG (log filter; logs go to stderr), NO_COLOR (no colour), \
@@ -105,8 +106,8 @@ enum Command {
     /// Run a conformance battery against a program that claims the protocol.
     #[command(
         long_about = "Run a conformance battery against a program that claims the protocol.\n\n\
-            Starts the program (a fresh process per check, in a private working directory with a \
-            private DEPUTY_HOME) and checks what PROTOCOL.md requires: handshake and version \
+            Starts the program (a fresh process per check, run in the current directory, with a \
+            private, empty directory as the session's cwd and a private DEPUTY_HOME) and checks what PROTOCOL.md requires: handshake and version \
             negotiation, framing and error codes, stdout purity, every message against the JSON \
             Schema, approvals keyed by id and failing closed, interrupt/shutdown/end of input/SIGTERM, \
             and that no process is left behind. Prints a table (check, PROTOCOL.md section, result, \

@@ -14,9 +14,10 @@
 //! # How it runs
 //!
 //! Each check starts a **fresh agent process** (so one broken rule fails its
-//! own check, not every check after it), with a private, empty working
-//! directory (its `cwd`, also the session's `cwd`) and `DEPUTY_HOME` set to a
-//! private directory (an agent that ignores the variable is not affected).
+//! own check, not every check after it) in the caller's directory (relative
+//! paths on the command line work), with a private, empty directory as the
+//! session's `cwd` and `DEPUTY_HOME` set to a private directory (an agent
+//! that ignores the variable is not affected).
 //! The agent is started in a session of its own (`setsid`), driven through
 //! [`deputy_testkit::AgentUnderTest`], and ended by end of input (then a tree
 //! kill after 2 s) when its check is done. What it wrote and was sent is kept;
