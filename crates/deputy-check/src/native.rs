@@ -994,9 +994,7 @@ fn no_process_left(r: &mut Runner, shell: Option<bool>) -> Checked {
             run.agent.wait_exit().doing("waiting for the exit")?;
             Ok(Verdict::Pass(String::new()))
         });
-        if let Err(f) = verdict {
-            return Err(f);
-        }
+        verdict?;
         own = "a background job and a setsid daemon of a command were gone when it ended".into();
     }
     r.leftovers_verdict(&own)
