@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::audit;
 use crate::native::{EXIT_BOUND, INTERRUPT_BOUND};
 use crate::runner::{
-    Checked, Doing as _, Failure, Run, Runner, Spec, Verdict, describe_answer, exists, gone_within, ms,
-    want_error,
+    Checked, Doing as _, Failure, NOT_JSON, Run, Runner, Spec, Verdict, describe_answer, exists, gone_within,
+    ms, want_error,
 };
 
 macro_rules! spec {
@@ -252,10 +252,7 @@ fn before_initialize(r: &mut Runner) -> Checked {
 fn parse_error(r: &mut Runner) -> Checked {
     r.with_agent("acp-parse-error", |run| {
         run.acp_init()?;
-        let a = run.null_id_answer(b"{\"jsonrpc\":\"2.0\",\"id\":5,\n", "a line that is not JSON")?;
-        want_error(&a, -32700, "a line that is not JSON")?;
-        let b = run.null_id_answer(b"\xff\xfe\xfd\n", "a line that is not UTF-8")?;
-        want_error(&b, -32700, "a line that is not UTF-8")?;
+        run.malformed(&NOT_JSON)?;
         Ok(Verdict::Pass("not JSON → -32700 (id null); not UTF-8 → -32700 (id null)".into()))
     })
 }
@@ -263,13 +260,10 @@ fn parse_error(r: &mut Runner) -> Checked {
 fn invalid_request(r: &mut Runner) -> Checked {
     r.with_agent("acp-invalid-request", |run| {
         run.acp_init()?;
-        for (line, what) in [
-            (&b"{\"jsonrpc\":\"2.0\",\"foo\":1}\n"[..], "an object that is no message"),
-            (b"[]\n", "an empty batch"),
-        ] {
-            let a = run.null_id_answer(line, what)?;
-            want_error(&a, -32600, what)?;
-        }
+        run.malformed(&[
+            (b"{\"jsonrpc\":\"2.0\",\"foo\":1}\n", "an object that is no message", -32600),
+            (b"[]\n", "an empty batch", -32600),
+        ])?;
         Ok(Verdict::Pass("{\"foo\":1} and [] → -32600 (id null)".into()))
     })
 }

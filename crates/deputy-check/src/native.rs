@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::audit;
 use crate::runner::{
-    Checked, Doing as _, Failure, Run, Runner, Spec, Verdict, describe_answer, error_code, exists,
+    Checked, Doing as _, Failure, NOT_JSON, Run, Runner, Spec, Verdict, describe_answer, error_code, exists,
     gone_within, ms, want_error,
 };
 
@@ -277,6 +277,37 @@ impl Run {
         })
     }
 
+    /// Waits for the agent to withdraw its request `id` (`$/cancelRequest`).
+    fn withdrawn(&mut self, id: &Value, bound: Duration) -> Result<(), Failure> {
+        let id = id.clone();
+        let what = format!("$/cancelRequest for request {id}");
+        self.within(bound, &what, move |m| m["method"] == methods::CANCEL_REQUEST && m["params"]["id"] == id)
+            .map(|_| ())
+    }
+
+    /// Waits for `turn_aborted` with this reason to end `turn`.
+    fn aborted(&mut self, turn: &str, reason: &str, bound: Duration) -> Result<Value, Failure> {
+        let end = self.turn_end(turn, bound)?;
+        if !is_event_of(&end, "turn_aborted") {
+            return Err(format!(
+                "turn {turn:?} ended with {}, not turn_aborted",
+                end["params"]["msg"]["type"]
+            )
+            .into());
+        }
+        want_msg_field(&end, "reason", &json!(reason), "turn_aborted")?;
+        Ok(end)
+    }
+
+    /// Waits for `shutdown_complete` with this (submission) id.
+    fn shutdown_complete(&mut self, id: &str, bound: Duration) -> Result<(), Failure> {
+        let wanted = id.to_owned();
+        self.within(bound, &format!("shutdown_complete with id {id:?}"), move |m| {
+            is_event_of(m, "shutdown_complete") && m["params"]["id"] == wanted.as_str()
+        })
+        .map(|_| ())
+    }
+
     fn event_for_call(&mut self, kind: &str, call_id: &str, bound: Duration) -> Result<Value, Failure> {
         let call = call_id.to_owned();
         self.within(bound, &format!("`{kind}` for call {call_id:?}"), move |m| {
@@ -457,10 +488,7 @@ fn framing_tolerance(r: &mut Runner) -> Checked {
 fn parse_error(r: &mut Runner) -> Checked {
     r.with_agent("parse-error", |run| {
         run.init()?;
-        let a = run.null_id_answer(b"{\"jsonrpc\":\"2.0\",\"id\":5,\n", "a line that is not JSON")?;
-        want_error(&a, codes::PARSE_ERROR, "a line that is not JSON")?;
-        let b = run.null_id_answer(b"\xff\xfe\xfd\n", "a line that is not UTF-8")?;
-        want_error(&b, codes::PARSE_ERROR, "a line that is not UTF-8")?;
+        run.malformed(&NOT_JSON)?;
         let c = run.ask(json!("after"), "deputy-check/no-such-method", json!({}))?;
         want_error(&c, codes::METHOD_NOT_FOUND, "the request after them")?;
         Ok(Verdict::Pass(
@@ -472,16 +500,15 @@ fn parse_error(r: &mut Runner) -> Checked {
 fn invalid_request(r: &mut Runner) -> Checked {
     r.with_agent("invalid-request", |run| {
         run.init()?;
-        for (line, what) in [
-            (&br#"{"jsonrpc":"2.0","foo":1}"#[..], "an object that is no JSON-RPC message"),
-            (b"42", "a JSON number"),
-            (b"[]", "an empty batch"),
-        ] {
-            let mut l = line.to_vec();
-            l.push(b'\n');
-            let a = run.null_id_answer(&l, what)?;
-            want_error(&a, codes::INVALID_REQUEST, what)?;
-        }
+        run.malformed(&[
+            (
+                b"{\"jsonrpc\":\"2.0\",\"foo\":1}\n",
+                "an object that is no JSON-RPC message",
+                codes::INVALID_REQUEST,
+            ),
+            (b"42\n", "a JSON number", codes::INVALID_REQUEST),
+            (b"[]\n", "an empty batch", codes::INVALID_REQUEST),
+        ])?;
         Ok(Verdict::Pass("{\"foo\":1}, 42 and [] → -32600 (id null) each".into()))
     })
 }
@@ -667,12 +694,8 @@ fn interrupt(r: &mut Runner) -> Checked {
         run.event_for_call("exec_command_begin", &call, run.agent.timeout())?;
         let started = Instant::now();
         run.agent.submit_with_id("int-stop", Op::Interrupt).doing("submit interrupt")?;
-        let end = run.turn_end(&turn, INTERRUPT_BOUND.saturating_sub(started.elapsed()))?;
+        run.aborted(&turn, "interrupted", INTERRUPT_BOUND.saturating_sub(started.elapsed()))?;
         let took = started.elapsed();
-        if !is_event_of(&end, "turn_aborted") {
-            return Err(format!("the turn ended with {} after the interrupt", end["params"]["msg"]["type"]).into());
-        }
-        want_msg_field(&end, "reason", &json!("interrupted"), "turn_aborted")?;
         let exec_end =
             from_agent(run).find(|m| is_event_of(m, "exec_command_end") && m["params"]["msg"]["call_id"] == call.as_str());
         let Some(exec_end) = exec_end else {
@@ -803,12 +826,8 @@ fn withdrawn(r: &mut Runner) -> Checked {
         let approval = run.approval()?;
         let started = Instant::now();
         run.agent.submit_with_id("wd-stop", Op::Interrupt).doing("submit interrupt")?;
-        let id = approval.id.clone();
-        run.within(INTERRUPT_BOUND, &format!("$/cancelRequest for request {id}"), move |m| {
-            m["method"] == methods::CANCEL_REQUEST && m["params"]["id"] == id
-        })?;
-        let end = run.turn_end("wd", INTERRUPT_BOUND.saturating_sub(started.elapsed()))?;
-        want_msg_field(&end, "reason", &json!("interrupted"), "the end event")?;
+        run.withdrawn(&approval.id, INTERRUPT_BOUND)?;
+        run.aborted("wd", "interrupted", INTERRUPT_BOUND.saturating_sub(started.elapsed()))?;
         let took = started.elapsed();
         // A late answer must not make it run.
         run.agent.answer_approval(&approval, ReviewDecision::Approved).doing("answering late")?;
@@ -848,17 +867,11 @@ fn shutdown(r: &mut Runner, with_turn: bool) -> Checked {
         want_error(&b, codes::SHUTTING_DOWN, "a submit after shutdown")?;
         let mut seen = Vec::new();
         if let Some(approval) = &pending {
-            let id = approval.id.clone();
-            run.within(EXIT_BOUND, "$/cancelRequest for the pending approval", move |m| {
-                m["method"] == methods::CANCEL_REQUEST && m["params"]["id"] == id
-            })?;
-            let end = run.turn_end("shut-turn", EXIT_BOUND)?;
-            want_msg_field(&end, "reason", &json!("shutdown"), "turn_aborted")?;
+            run.withdrawn(&approval.id, EXIT_BOUND)?;
+            run.aborted("shut-turn", "shutdown", EXIT_BOUND)?;
             seen.push("approval withdrawn, turn_aborted (shutdown)");
         }
-        run.within(EXIT_BOUND, "shutdown_complete with the shutdown's id", |m| {
-            is_event_of(m, "shutdown_complete") && m["params"]["id"] == "check-bye"
-        })?;
+        run.shutdown_complete("check-bye", EXIT_BOUND)?;
         let took = run.exit_zero(started, EXIT_BOUND)?;
         if !run.agent.stdout_closed() {
             return Err("exited, but its stdout is still open (a process holds it)".into());
@@ -901,17 +914,11 @@ fn eof(r: &mut Runner, with_turn: bool) -> Checked {
         if let Some((call, pending)) = &calls {
             let end = run.event_for_call("exec_command_end", call, EXIT_BOUND)?;
             want_msg_field(&end, "interrupted", &json!(true), "exec_command_end")?;
-            let id = pending.id.clone();
-            run.within(EXIT_BOUND, "$/cancelRequest for the pending approval", move |m| {
-                m["method"] == methods::CANCEL_REQUEST && m["params"]["id"] == id
-            })?;
-            let end = run.turn_end("eof-turn", EXIT_BOUND)?;
-            want_msg_field(&end, "reason", &json!("shutdown"), "turn_aborted")?;
+            run.withdrawn(&pending.id, EXIT_BOUND)?;
+            run.aborted("eof-turn", "shutdown", EXIT_BOUND)?;
             seen.push("command killed (interrupted), approval withdrawn, turn_aborted (shutdown)");
         }
-        run.within(EXIT_BOUND, "shutdown_complete with id \"\"", |m| {
-            is_event_of(m, "shutdown_complete") && m["params"]["id"] == ""
-        })?;
+        run.shutdown_complete("", EXIT_BOUND)?;
         let took = run.exit_zero(started, EXIT_BOUND)?;
         run.agent.drain();
         if run.agent.pending().any(|m| m.get("id") == Some(&json!("partial"))) {
@@ -954,13 +961,10 @@ fn sigterm(r: &mut Runner, with_turn: bool) -> Checked {
         if let Some(call) = &call {
             let end = run.event_for_call("exec_command_end", call, EXIT_BOUND)?;
             want_msg_field(&end, "interrupted", &json!(true), "exec_command_end")?;
-            let end = run.turn_end("term-turn", EXIT_BOUND)?;
-            want_msg_field(&end, "reason", &json!("shutdown"), "turn_aborted")?;
+            run.aborted("term-turn", "shutdown", EXIT_BOUND)?;
             seen.push("command killed, turn_aborted (shutdown)");
         }
-        run.within(EXIT_BOUND, "shutdown_complete with id \"\"", |m| {
-            is_event_of(m, "shutdown_complete") && m["params"]["id"] == ""
-        })?;
+        run.shutdown_complete("", EXIT_BOUND)?;
         let took = run.exit_zero(started, EXIT_BOUND)?;
         if with_turn {
             gone_within(&marker, Duration::from_secs(1))?;

@@ -105,6 +105,16 @@ impl Run {
         }
     }
 
+    /// Sends each malformed line and checks its answer (id null) has the
+    /// expected code; both batteries use it.
+    pub(crate) fn malformed(&mut self, probes: &[(&[u8], &str, i64)]) -> Result<(), Failure> {
+        for (line, what, code) in probes {
+            let a = self.null_id_answer(line, what)?;
+            want_error(&a, *code, what)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn exit_zero(&mut self, since: Instant, bound: Duration) -> Result<Duration, Failure> {
         let remaining = bound.saturating_sub(since.elapsed());
         let status = self
@@ -118,6 +128,12 @@ impl Run {
         Ok(took)
     }
 }
+
+/// A line that is not JSON and one that is not UTF-8: -32700 (§1, §4).
+pub(crate) const NOT_JSON: [(&[u8], &str, i64); 2] = [
+    (b"{\"jsonrpc\":\"2.0\",\"id\":5,\n", "a line that is not JSON", -32700),
+    (b"\xff\xfe\xfd\n", "a line that is not UTF-8", -32700),
+];
 
 /// Everything an agent wrote and was sent, kept for the audits.
 pub(crate) struct Recorded {
