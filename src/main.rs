@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
         deputy chat --approve exec\n  \
         deputy sessions list\n  \
         deputy agent                    # serve the protocol on stdio, for a host (PROTOCOL.md)\n  \
+        deputy check -- ./my-agent      # check a program that claims the protocol\n  \
         deputy completions bash > ~/.local/share/bash-completion/completions/deputy\n\n\
         Environment: DEPUTY_HOME (where sessions live, default ~/.deputy), DEPUTY_BIN (the agent \
         binary hosts spawn), RUST_LOG (log filter; logs go to stderr), NO_COLOR (no colour), \
@@ -102,6 +103,23 @@ enum Command {
         #[arg(long, value_enum, value_name = "PROTOCOL", default_value_t = ProtocolArg::Deputy)]
         protocol: ProtocolArg,
     },
+    /// Run a conformance battery against a program that claims the protocol.
+    #[command(
+        long_about = "Run a conformance battery against a program that claims the protocol.\n\n\
+            Starts the program (a fresh process per check, run in the current directory, with a \
+            private, empty directory as the session's cwd and a private DEPUTY_HOME) and checks what PROTOCOL.md requires: handshake and version \
+            negotiation, framing and error codes, stdout purity, every message against the JSON \
+            Schema, approvals keyed by id and failing closed, interrupt/shutdown/end of input/SIGTERM, \
+            and that no process is left behind. Prints a table (check, PROTOCOL.md section, result, \
+            evidence), or JSON with --json. Checks that need the agent to run commands use the \
+            `shell` model and are skipped (not failed) for agents that do not offer it.\n\n\
+            Exit status: 0 every check passed or was skipped, 1 a check failed, 2 usage.",
+        after_help = "Examples:\n  \
+            deputy check -- deputy agent\n  \
+            deputy check --json -- python3 my_agent.py --stdio\n  \
+            deputy check --protocol acp -- deputy agent --protocol acp"
+    )]
+    Check(cli::check::CheckArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:\n  \
         deputy completions bash > ~/.local/share/bash-completion/completions/deputy\n  \
@@ -164,6 +182,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => host(|| cli::exec::run(args)),
         Command::Chat(args) => host(|| cli::chat::run(args)),
         Command::Sessions(args) => code(cli::sessions::run(args)),
+        Command::Check(args) => code(cli::check::run(args)),
         Command::Schema { out, check } => schema(&out, check),
         Command::Completions { shell } => completions(shell),
         Command::Agent {

@@ -17,6 +17,7 @@ fn every_command_has_help_with_examples() {
         &["sessions", "show", "--help"],
         &["agent", "--help"],
         &["schema", "--help"],
+        &["check", "--help"],
         &["completions", "--help"],
     ] {
         common::deputy(home.path()).args(args).assert().success().stdout(contains("Examples:"));

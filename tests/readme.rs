@@ -34,3 +34,18 @@ fn the_embedding_example_runs_a_delegated_turn() {
     assert!(stdout.contains("delegated"), "{stdout}");
     assert!(stdout.contains("TaskComplete"), "{stdout}");
 }
+
+#[test]
+fn readme_shows_the_testing_recipes_verbatim() {
+    // Each recipe is a test file of this repository, so it is proven by
+    // `cargo test`; the README must show exactly that file.
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    for recipe in
+        ["tests/recipe_scripted_agent.rs", "tests/recipe_agent_under_test.rs", "tests/recipe_exec_json.rs"]
+    {
+        let code = std::fs::read_to_string(common::repo_root().join(recipe)).unwrap();
+        let block = format!("```rust\n{code}```");
+        assert!(readme.contains(&block), "README.md does not show {recipe} verbatim; paste it again");
+    }
+    assert!(readme.contains("deputy check -- deputy agent"), "the `deputy check` section");
+}

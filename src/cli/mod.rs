@@ -18,6 +18,7 @@ macro_rules! exit_table {
 
 pub mod approve;
 pub mod chat;
+pub mod check;
 pub mod exec;
 pub mod input;
 pub mod render;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use deputy_protocol::TokenUsage;
 use futures::stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Fault, Model, ModelError, ModelEvent, ModelStream, Prompt, Tool, ToolCall};
 use crate::util::call_id;
@@ -25,15 +25,17 @@ pub const DEFAULT_FLOOD_DELTA: &str = "The quick brown fox jumps over the lazy d
 /// Default `chunk_chars` of a `message` step.
 pub const DEFAULT_CHUNK_CHARS: usize = 16;
 
-/// One step of a scripted turn.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One step of a scripted turn. It serializes to the scenario format
+/// (PROTOCOL.md appendix A), so tools can write scenarios from these values
+/// (`deputy-testkit`'s `ScriptedAgent` does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Streamed as `agent_message_delta`s of `chunk_chars` characters, then
     /// one `agent_message`.
     Message {
         text: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         chunk_chars: Option<usize>,
     },
     /// One `agent_reasoning`.
@@ -41,7 +43,7 @@ pub enum Step {
     /// A `shell` tool call: approval policy, then the exec tool.
     Exec {
         command: Vec<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     /// An `apply_patch` tool call.
@@ -53,7 +55,7 @@ pub enum Step {
     /// `n` `agent_message_delta`s as fast as the transport takes them.
     Flood {
         n: u64,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<String>,
     },
     /// Waits until the turn is interrupted.
@@ -64,7 +66,7 @@ pub enum Step {
     /// Writes `stderr`, then exits the process with `code`.
     Exit {
         code: i32,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         stderr: Option<String>,
     },
     /// Never answers or exits again (only SIGKILL ends it).
@@ -95,6 +97,22 @@ impl Scenario {
             turns.push(turn.steps);
         }
         Ok(Scenario { turns })
+    }
+
+    /// The scenario file's text: one `{"steps": […]}` line per turn, which
+    /// [`Scenario::parse`] reads back as the same scenario.
+    pub fn to_jsonl(&self) -> String {
+        #[derive(Serialize)]
+        struct TurnLineRef<'a> {
+            steps: &'a [Step],
+        }
+        let mut text = String::new();
+        for steps in &self.turns {
+            let line = serde_json::to_string(&TurnLineRef { steps }).expect("steps always serialize");
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
     }
 
     /// Reads and parses a scenario file.
@@ -241,6 +259,20 @@ mod tests {
         assert!(e.contains("missing field `ms`"), "{e}");
         let s = Scenario::parse("{\"steps\":[{\"type\":\"hang\"}]}\n{\"steps\":[]}\n").unwrap();
         assert_eq!(s.turns.len(), 2);
+    }
+
+    #[test]
+    fn to_jsonl_reads_back_as_the_same_scenario() {
+        let text = concat!(
+            r#"{"steps":[{"type":"message","text":"hi","chunk_chars":2},{"type":"exec","command":["ls"],"reason":"look"},"#,
+            r#"{"type":"flood","n":3},{"type":"exit","code":3,"stderr":"bye"},{"type":"wait_for_interrupt"}]}"#,
+            "\n",
+            r#"{"steps":[{"type":"sleep","ms":5},{"type":"ask_approval_only","n":2},{"type":"hang"}]}"#,
+            "\n"
+        );
+        let s = Scenario::parse(text).unwrap();
+        assert_eq!(s.to_jsonl(), text, "absent options are left out, as written");
+        assert_eq!(Scenario::parse(&s.to_jsonl()).unwrap(), s);
     }
 
     #[tokio::test]
