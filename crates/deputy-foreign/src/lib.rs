@@ -51,6 +51,7 @@ use serde_json::Value;
 pub mod claude;
 pub mod codex;
 mod diff;
+pub mod invariants;
 
 pub use diff::{EditChange, Replace, edit_changes};
 

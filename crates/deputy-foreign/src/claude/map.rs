@@ -436,8 +436,10 @@ impl ClaudeSession {
                 .find(|m| m.get("id").and_then(Value::as_str) == Some(&tool_use_id));
             let non_execution = meta.and_then(|m| m.get("non_execution_kind")).and_then(Value::as_str);
             let Some(tool) = self.tools.get(&tool_use_id) else { continue };
-            // Asked and not approved, or refused by a rule: it never ran.
-            if !tool.begun && (tool.asked || non_execution.is_some()) {
+            // Asked and not approved, refused by a rule, or refused by the
+            // tool's own checks (`<tool_use_error>…`): it never ran.
+            let refused = content_text(&content).starts_with("<tool_use_error>");
+            if !tool.begun && (tool.asked || non_execution.is_some() || refused) {
                 self.untrack(&tool_use_id);
                 continue;
             }
