@@ -96,10 +96,8 @@ pub fn check(outputs: &[Output]) -> Result<(), String> {
                             None => return at(format!("an end for {call_id:?} without its begin")),
                         }
                     }
-                    EventMsg::ExecCommandOutputDelta { call_id, .. } => {
-                        if !open.contains_key(call_id) {
-                            return at(format!("output of {call_id:?} outside its begin and end"));
-                        }
+                    EventMsg::ExecCommandOutputDelta { call_id, .. } if !open.contains_key(call_id) => {
+                        return at(format!("output of {call_id:?} outside its begin and end"));
                     }
                     EventMsg::TaskComplete { turn_id, .. } | EventMsg::TurnAborted { turn_id, .. } => {
                         if let Some((call, _)) = open.iter().find(|(_, (t, _))| t == turn_id) {

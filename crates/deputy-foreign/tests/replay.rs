@@ -182,16 +182,13 @@ fn replay(d: Dialect, session: &mut dyn ForeignSession, fixture: &str) -> Run {
                 take(new, &mut outs, &mut produced);
             } else if let Some(request) = &answer_to {
                 let decision = decision_of(d, &v);
-                match keys.get(request) {
-                    Some(key) => {
-                        let new = session.answer(key, decision);
-                        if new.is_empty() {
-                            dropped_answers += 1;
-                        }
-                        take(new, &mut outs, &mut produced);
+                // Not pending: the mapper answered it itself (a session grant).
+                if let Some(key) = keys.get(request) {
+                    let new = session.answer(key, decision);
+                    if new.is_empty() {
+                        dropped_answers += 1;
                     }
-                    // The mapper answered it itself (a session grant).
-                    None => {}
+                    take(new, &mut outs, &mut produced);
                 }
             }
             // The recorded host line must match one the mapper produced.
@@ -218,7 +215,7 @@ fn replay(d: Dialect, session: &mut dyn ForeignSession, fixture: &str) -> Run {
                         );
                     }
                 }
-                None if answer_to.is_some() && keys.get(answer_to.as_ref().unwrap()).is_some() => {
+                None if answer_to.as_ref().is_some_and(|r| keys.contains_key(r)) => {
                     // A late answer the mapper dropped: nothing is sent.
                 }
                 None => panic!(

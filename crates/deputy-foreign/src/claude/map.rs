@@ -16,9 +16,12 @@ use crate::{
     edit_changes, event, outside,
 };
 
-/// Reads a file's current text for an edit's diff (`None`: missing or unreadable).
+/// A function returning a file's current text (`None`: missing or unreadable).
+pub type ReadFile = dyn Fn(&Path) -> Option<String> + Send + Sync;
+
+/// Reads a file's current text for an edit's diff.
 #[derive(Clone)]
-pub struct FileReader(pub Arc<dyn Fn(&Path) -> Option<String> + Send + Sync>);
+pub struct FileReader(pub Arc<ReadFile>);
 
 impl std::fmt::Debug for FileReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

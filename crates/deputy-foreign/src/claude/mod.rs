@@ -10,7 +10,7 @@
 mod map;
 pub mod wire;
 
-pub use map::{ClaudeConfig, ClaudeSession, FileReader};
+pub use map::{ClaudeConfig, ClaudeSession, FileReader, ReadFile};
 
 #[cfg(test)]
 mod tests;
