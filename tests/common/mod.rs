@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of the `deputy` binary.
 #![allow(dead_code)]
 
+pub mod npm;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
