@@ -4,8 +4,10 @@
 //! both streaming SSE, with the shapes PEERS.md records as working.
 //!
 //! The mocks are stateless: each reply is chosen from a `[scenario:NAME]`
-//! marker in the last user message that has one, and from how many tool
-//! results came after it — so a test picks a behaviour by the prompt alone:
+//! marker in the last user message that has one, and from whether a tool
+//! result of that turn came back (Codex: after the marker; Claude Code,
+//! which reorders its history: with a tool id of that turn) — so a test
+//! picks a behaviour by the prompt alone:
 //!
 //! | scenario | first reply | after a tool result |
 //! |---|---|---|
@@ -82,6 +84,11 @@ fn serve(conn: TcpStream, api: Api, work: &Path, recorded: &Mutex<Vec<(String, V
         let Some((request_line, body)) = read_request(&mut reader) else { return };
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         recorded.lock().unwrap().push((request_line.clone(), body.clone()));
+        if let Some(log) = std::env::var_os("DEPUTY_MOCK_LOG") {
+            // Debugging aid: every request body, one per line.
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+            let _ = writeln!(f, "{request_line} {body}");
+        }
         let (status, content_type, payload) = if request_line.contains("/count_tokens") {
             ("200 OK", "application/json", json!({"input_tokens": 10}).to_string())
         } else if request_line.starts_with("POST /v1/responses") && api == Api::Responses {
@@ -260,16 +267,29 @@ fn responses_call(item: Value) -> Vec<Value> {
 
 fn messages_reply(body: &Value, work: &Path) -> Vec<Value> {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let marked = messages
+    let blocks: Vec<Value> = messages
         .iter()
-        .rposition(|m| m["role"] == "user" && scenario_in(&m["content"].to_string()).is_some());
-    let Some(at) = marked else { return messages_text(body, "ok") };
-    let scenario = scenario_in(&messages[at]["content"].to_string()).unwrap();
-    let results: Vec<Value> = messages[at..]
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| match &m["content"] {
+            Value::Array(b) => b.clone(),
+            other => vec![json!({"type": "text", "text": other})],
+        })
+        .collect();
+    // Claude Code rewrites its history (tool results first, the new prompt
+    // last, in one message), so order says little: the turn is the number
+    // of prompts with a marker, and the mock's tool ids carry it.
+    let markers: Vec<String> = blocks
         .iter()
-        .filter_map(|m| m["content"].as_array().cloned())
-        .flatten()
-        .filter(|b| b["type"] == "tool_result")
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| scenario_in(b["text"].as_str()?))
+        .collect();
+    let Some(scenario) = markers.last().cloned() else { return messages_text(body, "ok") };
+    let turn = format!("toolu_t{}_", markers.len());
+    let results: Vec<&Value> = blocks
+        .iter()
+        .filter(|b| {
+            b["type"] == "tool_result" && b["tool_use_id"].as_str().is_some_and(|id| id.starts_with(&turn))
+        })
         .collect();
     if let Some(last) = results.last() {
         let text = match &last["content"] {
@@ -282,10 +302,7 @@ fn messages_reply(body: &Value, work: &Path) -> Vec<Value> {
         return messages_text(body, &done_text(&text));
     }
     let file = |name: &str| -> String { PathBuf::from(work).join(name).to_string_lossy().into_owned() };
-    // Tool ids unique in the conversation (a stateless mock: from its length).
-    let tool = |name: &str, input: Value| {
-        messages_tool(body, &format!("toolu_mock_{}", messages.len()), name, input)
-    };
+    let tool = |name: &str, input: Value| messages_tool(body, &format!("{turn}{scenario}"), name, input);
     match scenario.as_str() {
         "message" => messages_text(body, MESSAGE),
         "exec" => tool("Bash", json!({"command": EXEC_COMMAND, "description": "Create a marker file"})),
