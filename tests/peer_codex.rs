@@ -152,8 +152,10 @@ fn an_interrupt_during_a_command_aborts_the_turn_and_no_process_of_it_is_left() 
     // The whole tree of the command: sh and its sleep (own session, child of codex).
     let command_tree = wait_for_processes(&mut c.drive.peer, "sleep 30", 2);
     let since = c.drive.outs.len();
+    let asked = std::time::Instant::now();
     c.drive.submit("i1", &Op::Interrupt).unwrap();
     let end = c.drive.until_turn_end(since);
+    let ended = asked.elapsed();
     assert_eq!(
         end,
         EventMsg::TurnAborted { turn_id: turn_id(&c.drive), reason: TurnAbortReason::Interrupted }
@@ -177,7 +179,11 @@ fn an_interrupt_during_a_command_aborts_the_turn_and_no_process_of_it_is_left() 
         "still alive 5 s after the interrupt: {:?} of {command_tree:?}",
         c.drive.peer.survivors()
     );
-    eprintln!("codex: the command's processes were gone {:?} after turn_aborted", gone.unwrap());
+    eprintln!(
+        "codex: interrupt → turn_aborted {:.1} ms, → every process of the command gone {:.1} ms",
+        ended.as_secs_f64() * 1000.0,
+        (ended + gone.unwrap()).as_secs_f64() * 1000.0
+    );
     // The session goes on.
     let next = turn(&mut c, "t2", "[scenario:message] still there?");
     assert!(matches!(next, EventMsg::TaskComplete { .. }), "{next:?}");
