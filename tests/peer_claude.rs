@@ -212,3 +212,15 @@ fn an_interrupt_with_a_pending_approval_withdraws_it_and_nothing_runs() {
     c.drive.finish();
     c.drive.validate();
 }
+
+#[test]
+fn the_pinned_binary_lives_in_the_cache_outside_the_checkout() {
+    if skip() {
+        return;
+    }
+    let bin = claude_bin();
+    assert!(bin.starts_with(common::npm::cache_root()), "{}", bin.display());
+    assert!(!bin.starts_with(common::repo_root()), "the npm cache must live outside the checkout");
+    let version = std::process::Command::new(bin).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "2.1.332 (Claude Code)");
+}

@@ -213,6 +213,22 @@ fn an_interrupt_with_a_pending_approval_withdraws_it_and_nothing_runs() {
     c.drive.validate();
 }
 
+/// The installs are reused from the cache outside the checkout, and are the
+/// pinned versions (codex-acp too: the ACP dialect's third-party agent).
+#[test]
+fn the_pinned_binaries_live_in_the_cache_outside_the_checkout() {
+    if skip() {
+        return;
+    }
+    for bin in [codex_bin(), codex_acp_bin()] {
+        assert!(bin.starts_with(common::npm::cache_root()), "{}", bin.display());
+        assert!(!bin.starts_with(common::repo_root()), "the npm cache must live outside the checkout");
+        assert!(bin.is_file());
+    }
+    let version = std::process::Command::new(codex_bin()).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "codex-cli 0.171.0");
+}
+
 fn turn_id(d: &Drive) -> String {
     match d.find("task_started") {
         EventMsg::TaskStarted { turn_id, .. } => turn_id.clone(),

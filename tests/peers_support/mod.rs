@@ -70,26 +70,30 @@ mod platform {
 }
 
 /// Installs one pinned package (cached) and checks its native binary.
-fn installed(name: &str, spec: &str, binary: &str, version_arg: Option<(&str, &str)>) -> PathBuf {
-    let dir = npm::install(name, &[spec], binary, "DEPUTY_SKIP_PEER_TESTS").unwrap_or_else(|e| panic!("{e}"));
+fn installed(
+    name: &str,
+    spec: &str,
+    binary: &str,
+    version_arg: Option<(&str, &str)>,
+) -> Result<PathBuf, String> {
+    let dir = npm::install(name, &[spec], binary, "DEPUTY_SKIP_PEER_TESTS")?;
     let bin = dir.join(binary);
     if let Some((arg, want)) = version_arg {
-        let out = Command::new(&bin)
-            .arg(arg)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .output();
-        let out = out.unwrap_or_else(|e| panic!("{} does not run: {e}", bin.display()));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let out = Command::new(&bin).arg(arg).env_clear().env("PATH", path).output();
+        let out = out.map_err(|e| format!("{} does not run: {e}", bin.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(want), "{} {arg} says {text:?}, not {want}", bin.display());
+        if !text.contains(want) {
+            return Err(format!("{} {arg} says {text:?}, not {want}", bin.display()));
+        }
     }
-    bin
+    Ok(bin)
 }
 
 /// Codex's native binary (`codex-cli 0.171.0`).
 pub fn codex_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    cached(&BIN, || {
         installed(
             &format!("codex-{CODEX_VERSION}"),
             &format!("@openai/codex@{CODEX_VERSION}"),
@@ -101,8 +105,8 @@ pub fn codex_bin() -> &'static Path {
 
 /// Claude Code's native binary (`2.1.332 (Claude Code)`).
 pub fn claude_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    cached(&BIN, || {
         installed(
             &format!("claude-code-{CLAUDE_VERSION}"),
             &format!("@anthropic-ai/claude-code@{CLAUDE_VERSION}"),
@@ -114,8 +118,8 @@ pub fn claude_bin() -> &'static Path {
 
 /// codex-acp's native binary (it has no `--version`).
 pub fn codex_acp_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    cached(&BIN, || {
         installed(
             &format!("codex-acp-{CODEX_ACP_VERSION}"),
             &format!("@zed-industries/codex-acp@{CODEX_ACP_VERSION}"),
@@ -123,6 +127,19 @@ pub fn codex_acp_bin() -> &'static Path {
             None,
         )
     })
+}
+
+/// The install's outcome, tried once per test process: a failed install
+/// fails every test that needs it at once, with the same reason, instead
+/// of retrying (npm takes a minute to give up on an unreachable registry).
+fn cached(
+    cell: &'static OnceLock<Result<PathBuf, String>>,
+    install: impl FnOnce() -> Result<PathBuf, String>,
+) -> &'static Path {
+    match cell.get_or_init(install) {
+        Ok(bin) => bin,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// A private folder for one agent run: `work` (its cwd), `home`, `tmp`,
