@@ -12,11 +12,11 @@ mod common;
 mod peers_support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use deputy_foreign::Approval;
 use deputy_foreign::claude::{ClaudeConfig, ClaudeSession, FileReader};
-use deputy_protocol::{EventMsg, FileChange, Op, ReviewDecision, TurnAbortReason};
+use deputy_protocol::{EventMsg, FileChange, ReviewDecision};
+use peers_support::flows::{self, turn};
 use peers_support::mock::{Api, EXEC_COMMAND, EXEC_OUTPUT, MESSAGE, ModelMock};
 use peers_support::*;
 
@@ -45,12 +45,6 @@ fn claude(policy: Policy) -> Claude {
     Claude { drive, run, session_id, _mock: mock }
 }
 
-fn turn(c: &mut Claude, id: &str, prompt: &str) -> EventMsg {
-    let since = c.drive.outs.len();
-    c.drive.submit(id, &Op::text(prompt)).unwrap();
-    c.drive.until_turn_end(since)
-}
-
 #[test]
 fn a_message_turn_maps_to_deputy_events_with_the_chosen_session_id() {
     if skip() {
@@ -64,7 +58,7 @@ fn a_message_turn_maps_to_deputy_events_with_the_chosen_session_id() {
     };
     assert_eq!((session_id, cwd), (c.session_id.clone(), c.run.work()));
     assert_eq!(model, "claude-opus-5-5");
-    let end = turn(&mut c, "t1", "[scenario:message] say hello");
+    let end = turn(&mut c.drive, "t1", "[scenario:message] say hello");
     assert!(
         matches!(&end, EventMsg::TaskComplete { last_agent_message: Some(m), .. } if m == MESSAGE),
         "{end:?}"
@@ -98,7 +92,7 @@ fn an_approved_command_runs_and_its_output_comes_as_its_exec_end() {
         return;
     }
     let mut c = claude(always(ReviewDecision::Approved));
-    let end = turn(&mut c, "t1", "[scenario:exec] make a marker");
+    let end = turn(&mut c.drive, "t1", "[scenario:exec] make a marker");
     assert!(matches!(end, EventMsg::TaskComplete { .. }), "{end:?}");
     let Approval::Exec(p) = c.drive.approvals()[0] else { panic!("{:?}", c.drive.approvals()) };
     assert_eq!(p.command, ["bash", "-c", EXEC_COMMAND], "the command string exactly");
@@ -118,11 +112,7 @@ fn a_denied_command_never_runs_and_the_turn_goes_on() {
         return;
     }
     let mut c = claude(always(ReviewDecision::Denied));
-    let end = turn(&mut c, "t1", "[scenario:exec] make a marker");
-    assert!(matches!(end, EventMsg::TaskComplete { .. }), "{end:?}");
-    assert_eq!(c.drive.approvals().len(), 1);
-    assert!(!c.drive.kinds().contains(&"exec_command_begin"), "a denied command has no events");
-    assert!(!c.run.work().join("ran.txt").exists(), "the denied command ran");
+    flows::denied_command(&mut c.drive, &c.run.work());
     c.drive.finish();
     c.drive.validate();
 }
@@ -133,14 +123,14 @@ fn write_and_edit_approvals_show_the_change_and_applying_them_writes_the_files()
         return;
     }
     let mut c = claude(always(ReviewDecision::Approved));
-    turn(&mut c, "t1", "[scenario:patch] write hello.txt");
+    turn(&mut c.drive, "t1", "[scenario:patch] write hello.txt");
     let Approval::Patch(p) = c.drive.approvals()[0] else { panic!("{:?}", c.drive.approvals()) };
     assert_eq!(p.changes.get("hello.txt"), Some(&FileChange::add("hi from mock\n")));
     assert_eq!(std::fs::read_to_string(c.run.work().join("hello.txt")).unwrap(), "hi from mock\n");
     let EventMsg::PatchApplyEnd { success, .. } = c.drive.find("patch_apply_end") else { panic!() };
     assert!(*success);
 
-    turn(&mut c, "t2", "[scenario:edit] fix notes.txt");
+    turn(&mut c.drive, "t2", "[scenario:edit] fix notes.txt");
     let approvals = c.drive.approvals();
     let Some(Approval::Patch(p)) = approvals.get(1) else {
         panic!("{}", c.drive.report("no second approval"))
@@ -161,33 +151,8 @@ fn an_interrupt_during_a_command_aborts_the_turn_and_no_process_of_it_is_left() 
         return;
     }
     let mut c = claude(always(ReviewDecision::Approved));
-    c.drive.submit("t1", &Op::text("[scenario:sleep] wait")).unwrap();
-    c.drive.until_event("exec_command_begin");
-    let command_tree = wait_for_processes(&mut c.drive.peer, "sleep 30", 2);
-    let since = c.drive.outs.len();
-    let asked = std::time::Instant::now();
-    c.drive.submit("i1", &Op::Interrupt).unwrap();
-    let end = c.drive.until_turn_end(since);
-    let ended = asked.elapsed();
-    assert!(matches!(end, EventMsg::TurnAborted { reason: TurnAbortReason::Interrupted, .. }), "{end:?}");
-    let EventMsg::ExecCommandEnd { interrupted, exit_code, .. } = c.drive.find("exec_command_end") else {
-        panic!()
-    };
-    assert_eq!((*interrupted, *exit_code), (true, 137));
-    // Claude kills the command's tree itself (it may outlive `result` by a few ms).
-    let gone = all_gone(&command_tree, Duration::from_secs(5));
-    assert!(
-        gone.is_some(),
-        "still alive 5 s after the interrupt: {:?} of {command_tree:?}",
-        c.drive.peer.survivors()
-    );
-    eprintln!(
-        "claude: interrupt → turn_aborted {:.1} ms, → every process of the command gone {:.1} ms",
-        ended.as_secs_f64() * 1000.0,
-        (ended + gone.unwrap()).as_secs_f64() * 1000.0
-    );
-    let next = turn(&mut c, "t2", "[scenario:message] still there?");
-    assert!(matches!(next, EventMsg::TaskComplete { .. }), "the session goes on: {next:?}");
+    flows::interrupt_during_command(&mut c.drive, "claude");
+    // Claude killed the command's tree itself (it may outlive `result` by a few ms).
     c.drive.finish();
     c.drive.validate();
 }
@@ -198,17 +163,7 @@ fn an_interrupt_with_a_pending_approval_withdraws_it_and_nothing_runs() {
         return;
     }
     let mut c = claude(never_answer());
-    c.drive.submit("t1", &Op::text("[scenario:exec] make a marker")).unwrap();
-    let asked = c.drive.until_pending();
-    let since = c.drive.outs.len();
-    c.drive.submit("i1", &Op::Interrupt).unwrap();
-    let end = c.drive.until_turn_end(since);
-    assert!(matches!(end, EventMsg::TurnAborted { reason: TurnAbortReason::Interrupted, .. }), "{end:?}");
-    assert_eq!(c.drive.withdrawn(), [asked.key()], "the approver is told (control_cancel_request)");
-    assert!(!c.drive.answer(asked.key(), ReviewDecision::Approved), "a late answer is dropped");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!c.run.work().join("ran.txt").exists());
-    assert!(!c.drive.kinds().contains(&"exec_command_begin"));
+    flows::interrupt_with_pending_approval(&mut c.drive, &c.run.work());
     c.drive.finish();
     c.drive.validate();
 }

@@ -10,11 +10,10 @@
 mod common;
 mod peers_support;
 
-use std::time::Duration;
-
 use deputy_foreign::codex::{CodexConfig, CodexSession};
 use deputy_foreign::{Approval, Output};
-use deputy_protocol::{EventMsg, FileChange, Op, ReviewDecision, TurnAbortReason};
+use deputy_protocol::{EventMsg, FileChange, ReviewDecision};
+use peers_support::flows::{self, turn};
 use peers_support::mock::{Api, EXEC_COMMAND, EXEC_OUTPUT, MESSAGE, ModelMock};
 use peers_support::*;
 
@@ -36,12 +35,6 @@ fn codex(policy: Policy) -> Codex {
 }
 
 /// Runs one turn with `prompt` to its end event.
-fn turn(c: &mut Codex, id: &str, prompt: &str) -> EventMsg {
-    let since = c.drive.outs.len();
-    c.drive.submit(id, &Op::text(prompt)).unwrap();
-    c.drive.until_turn_end(since)
-}
-
 #[test]
 fn a_message_turn_maps_to_deputy_events() {
     if skip() {
@@ -52,7 +45,7 @@ fn a_message_turn_maps_to_deputy_events() {
         panic!()
     };
     assert_eq!((model.as_str(), cwd), ("gpt-5.5", c.run.work()));
-    let end = turn(&mut c, "t1", "[scenario:message] say hello");
+    let end = turn(&mut c.drive, "t1", "[scenario:message] say hello");
     assert!(
         matches!(&end, EventMsg::TaskComplete { last_agent_message: Some(m), .. } if m == MESSAGE),
         "{end:?}"
@@ -83,7 +76,7 @@ fn an_approved_command_runs_and_its_output_comes_as_its_exec_end() {
         return;
     }
     let mut c = codex(always(ReviewDecision::Approved));
-    let end = turn(&mut c, "t1", "[scenario:exec] make a marker");
+    let end = turn(&mut c.drive, "t1", "[scenario:exec] make a marker");
     assert!(matches!(end, EventMsg::TaskComplete { .. }), "{end:?}");
     let Approval::Exec(p) = c.drive.approvals()[0] else { panic!("{:?}", c.drive.approvals()) };
     assert_eq!(p.command, ["/bin/bash", "-lc", EXEC_COMMAND], "the argv as Codex runs it");
@@ -107,11 +100,7 @@ fn a_denied_command_never_runs_and_the_turn_goes_on() {
         return;
     }
     let mut c = codex(always(ReviewDecision::Denied));
-    let end = turn(&mut c, "t1", "[scenario:exec] make a marker");
-    assert!(matches!(end, EventMsg::TaskComplete { .. }), "{end:?}");
-    assert_eq!(c.drive.approvals().len(), 1);
-    assert!(!c.drive.kinds().contains(&"exec_command_begin"), "a denied command has no events");
-    assert!(!c.run.work().join("ran.txt").exists(), "the denied command ran");
+    flows::denied_command(&mut c.drive, &c.run.work());
     c.drive.finish();
     c.drive.validate();
 }
@@ -122,7 +111,7 @@ fn patch_approvals_show_the_changes_and_applying_them_writes_the_files() {
         return;
     }
     let mut c = codex(always(ReviewDecision::Approved));
-    turn(&mut c, "t1", "[scenario:patch] write hello.txt");
+    turn(&mut c.drive, "t1", "[scenario:patch] write hello.txt");
     let Approval::Patch(p) = c.drive.approvals()[0] else { panic!() };
     assert_eq!(p.changes.get("hello.txt"), Some(&FileChange::add("hi from mock\n")));
     assert!(p.outside_workspace.is_empty());
@@ -130,7 +119,7 @@ fn patch_approvals_show_the_changes_and_applying_them_writes_the_files() {
     let EventMsg::PatchApplyEnd { success, .. } = c.drive.find("patch_apply_end") else { panic!() };
     assert!(*success);
 
-    turn(&mut c, "t2", "[scenario:edit] fix notes.txt");
+    turn(&mut c.drive, "t2", "[scenario:edit] fix notes.txt");
     let Approval::Patch(p) = c.drive.approvals()[1] else { panic!() };
     assert_eq!(
         p.changes.get("notes.txt"),
@@ -147,46 +136,14 @@ fn an_interrupt_during_a_command_aborts_the_turn_and_no_process_of_it_is_left() 
         return;
     }
     let mut c = codex(always(ReviewDecision::Approved));
-    c.drive.submit("t1", &Op::text("[scenario:sleep] wait")).unwrap();
-    c.drive.until_event("exec_command_begin");
-    // The whole tree of the command: sh and its sleep (own session, child of codex).
-    let command_tree = wait_for_processes(&mut c.drive.peer, "sleep 30", 2);
-    let since = c.drive.outs.len();
-    let asked = std::time::Instant::now();
-    c.drive.submit("i1", &Op::Interrupt).unwrap();
-    let end = c.drive.until_turn_end(since);
-    let ended = asked.elapsed();
-    assert_eq!(
-        end,
-        EventMsg::TurnAborted { turn_id: turn_id(&c.drive), reason: TurnAbortReason::Interrupted }
-    );
-    let EventMsg::ExecCommandEnd { interrupted, exit_code, .. } = c.drive.find("exec_command_end") else {
-        panic!()
-    };
-    assert_eq!((*interrupted, *exit_code), (true, 137));
-    // Codex keeps an interrupted command running; the mapper's clean ends it.
-    assert!(
-        c.drive
-            .outs
-            .iter()
-            .any(|o| matches!(o, Output::Send(l) if l.contains("thread/backgroundTerminals/clean"))),
-        "{}",
-        c.drive.report("no clean was sent")
-    );
-    let gone = all_gone(&command_tree, Duration::from_secs(5));
-    assert!(
-        gone.is_some(),
-        "still alive 5 s after the interrupt: {:?} of {command_tree:?}",
-        c.drive.peer.survivors()
-    );
-    eprintln!(
-        "codex: interrupt → turn_aborted {:.1} ms, → every process of the command gone {:.1} ms",
-        ended.as_secs_f64() * 1000.0,
-        (ended + gone.unwrap()).as_secs_f64() * 1000.0
-    );
-    // The session goes on.
-    let next = turn(&mut c, "t2", "[scenario:message] still there?");
-    assert!(matches!(next, EventMsg::TaskComplete { .. }), "{next:?}");
+    flows::interrupt_during_command(&mut c.drive, "codex");
+    // Codex keeps an interrupted command running; the mapper's clean ended it.
+    let clean = c
+        .drive
+        .outs
+        .iter()
+        .any(|o| matches!(o, Output::Send(l) if l.contains("thread/backgroundTerminals/clean")));
+    assert!(clean, "{}", c.drive.report("no clean was sent"));
     c.drive.finish();
     c.drive.validate();
 }
@@ -197,18 +154,7 @@ fn an_interrupt_with_a_pending_approval_withdraws_it_and_nothing_runs() {
         return;
     }
     let mut c = codex(never_answer());
-    c.drive.submit("t1", &Op::text("[scenario:exec] make a marker")).unwrap();
-    let asked = c.drive.until_pending();
-    let since = c.drive.outs.len();
-    c.drive.submit("i1", &Op::Interrupt).unwrap();
-    let end = c.drive.until_turn_end(since);
-    assert!(matches!(end, EventMsg::TurnAborted { reason: TurnAbortReason::Interrupted, .. }), "{end:?}");
-    assert_eq!(c.drive.withdrawn(), [asked.key()], "the approver is told");
-    assert!(!c.drive.answer(asked.key(), ReviewDecision::Approved), "a late answer is dropped");
-    // Lower bound: nothing ran in the time a command would have needed.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!c.run.work().join("ran.txt").exists());
-    assert!(!c.drive.kinds().contains(&"exec_command_begin"));
+    flows::interrupt_with_pending_approval(&mut c.drive, &c.run.work());
     c.drive.finish();
     c.drive.validate();
 }
@@ -227,11 +173,4 @@ fn the_pinned_binaries_live_in_the_cache_outside_the_checkout() {
     }
     let version = std::process::Command::new(codex_bin()).arg("--version").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "codex-cli 0.171.0");
-}
-
-fn turn_id(d: &Drive) -> String {
-    match d.find("task_started") {
-        EventMsg::TaskStarted { turn_id, .. } => turn_id.clone(),
-        _ => unreachable!(),
-    }
 }

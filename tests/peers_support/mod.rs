@@ -16,6 +16,7 @@
 //! the reason.
 #![allow(dead_code)]
 
+pub mod flows;
 pub mod mock;
 
 use std::collections::{HashSet, VecDeque};

@@ -52,6 +52,8 @@ pub mod claude;
 pub mod codex;
 mod diff;
 pub mod invariants;
+#[cfg(test)]
+mod test_util;
 
 pub use diff::{EditChange, Replace, edit_changes};
 
@@ -279,6 +281,32 @@ impl OutputBuf {
         }
         let omitted = self.dropped + (tail - head);
         (format!("{}\n[... {omitted} bytes omitted ...]\n{}", &text[..head], &text[tail..]), true)
+    }
+}
+
+/// The end Deputy gives a command the agent did not report ended before
+/// its turn ended (or before the agent exited): killed by the abort, 137.
+pub(crate) fn interrupted_exec_end(call_id: String, turn_id: String, output: (String, bool)) -> EventMsg {
+    EventMsg::ExecCommandEnd {
+        call_id,
+        turn_id,
+        exit_code: 137,
+        duration_ms: 0,
+        output: output.0,
+        truncated: output.1,
+        timed_out: false,
+        interrupted: true,
+    }
+}
+
+/// The end Deputy gives a patch the agent did not report applied.
+pub(crate) fn unreported_patch_end(call_id: String, turn_id: String, why: &str) -> EventMsg {
+    EventMsg::PatchApplyEnd {
+        call_id,
+        turn_id,
+        success: false,
+        stdout: String::new(),
+        stderr: why.to_owned(),
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::wire::{self, CanUseTool, ContentBlock, Incoming, ResultLine, Usage, UserLine};
 use crate::{
     Approval, DecodeError, ForeignSession, OtherApproval, Output, SubmitError, cap_output, common_parent,
-    edit_changes, event, outside,
+    edit_changes, event, interrupted_exec_end, outside, unreported_patch_end,
 };
 
 /// A function returning a file's current text (`None`: missing or unreadable).
@@ -517,23 +517,12 @@ impl ClaudeSession {
             out.push(event(
                 &turn.sub,
                 match tool.kind {
-                    ToolKind::Exec { .. } => EventMsg::ExecCommandEnd {
-                        call_id: id,
-                        turn_id: tool.turn_id,
-                        exit_code: 137,
-                        duration_ms: 0,
-                        output: String::new(),
-                        truncated: false,
-                        timed_out: false,
-                        interrupted: true,
-                    },
-                    _ => EventMsg::PatchApplyEnd {
-                        call_id: id,
-                        turn_id: tool.turn_id,
-                        success: false,
-                        stdout: String::new(),
-                        stderr: "the turn ended before claude reported the edit done".into(),
-                    },
+                    ToolKind::Exec { .. } => interrupted_exec_end(id, tool.turn_id, (String::new(), false)),
+                    _ => unreported_patch_end(
+                        id,
+                        tool.turn_id,
+                        "the turn ended before claude reported the edit done",
+                    ),
                 },
             ));
         }
@@ -792,23 +781,12 @@ impl ForeignSession for ClaudeSession {
             out.push(event(
                 &sub,
                 match tool.kind {
-                    ToolKind::Exec { .. } => EventMsg::ExecCommandEnd {
-                        call_id: id,
-                        turn_id: tool.turn_id,
-                        exit_code: 137,
-                        duration_ms: 0,
-                        output: String::new(),
-                        truncated: false,
-                        timed_out: false,
-                        interrupted: true,
-                    },
-                    _ => EventMsg::PatchApplyEnd {
-                        call_id: id,
-                        turn_id: tool.turn_id,
-                        success: false,
-                        stdout: String::new(),
-                        stderr: "claude exited before it reported the edit done".into(),
-                    },
+                    ToolKind::Exec { .. } => interrupted_exec_end(id, tool.turn_id, (String::new(), false)),
+                    _ => unreported_patch_end(
+                        id,
+                        tool.turn_id,
+                        "claude exited before it reported the edit done",
+                    ),
                 },
             ));
         }

@@ -7,31 +7,10 @@ use deputy_protocol::{EventMsg, FileChange, Op, ReviewDecision, TurnAbortReason}
 use serde_json::{Value, json};
 
 use super::*;
+use crate::test_util::{msgs, recv, sends};
 use crate::{Approval, ForeignSession, Output, SubmitError};
 
 const SESSION: &str = "3f0c7d6e-1111-4222-8333-444455556666";
-
-fn recv(s: &mut ClaudeSession, v: Value) -> Vec<Output> {
-    s.receive(&v.to_string()).unwrap()
-}
-
-fn sends(out: &[Output]) -> Vec<Value> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send(l) => Some(serde_json::from_str(l).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn msgs(out: &[Output]) -> Vec<EventMsg> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.msg.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 fn config() -> ClaudeConfig {
     let mut c = ClaudeConfig::new("/w", SESSION);

@@ -19,7 +19,7 @@ use super::wire::{
 };
 use crate::{
     Approval, DecodeError, ForeignSession, OtherApproval, Output, OutputBuf, SubmitError, cap_output,
-    common_parent, event, outside, relative_to,
+    common_parent, event, interrupted_exec_end, outside, relative_to, unreported_patch_end,
 };
 
 /// How to start the conversation.
@@ -682,25 +682,13 @@ impl CodexSession {
                 match item.kind {
                     ItemKind::Exec { output, .. } => {
                         running_commands = true;
-                        let (output, truncated) = output.finish();
-                        EventMsg::ExecCommandEnd {
-                            call_id: id,
-                            turn_id: turn_id.to_owned(),
-                            exit_code: 137,
-                            duration_ms: 0,
-                            output,
-                            truncated,
-                            timed_out: false,
-                            interrupted: true,
-                        }
+                        interrupted_exec_end(id, turn_id.to_owned(), output.finish())
                     }
-                    ItemKind::Patch { .. } => EventMsg::PatchApplyEnd {
-                        call_id: id,
-                        turn_id: turn_id.to_owned(),
-                        success: false,
-                        stdout: String::new(),
-                        stderr: "the turn ended before codex reported the patch applied".into(),
-                    },
+                    ItemKind::Patch { .. } => unreported_patch_end(
+                        id,
+                        turn_id.to_owned(),
+                        "the turn ended before codex reported the patch applied",
+                    ),
                 },
             ));
         }
@@ -1032,26 +1020,12 @@ impl ForeignSession for CodexSession {
             out.push(event(
                 &sub,
                 match item.kind {
-                    ItemKind::Exec { output, .. } => {
-                        let (output, truncated) = output.finish();
-                        EventMsg::ExecCommandEnd {
-                            call_id: id,
-                            turn_id: item.turn_id,
-                            exit_code: 137,
-                            duration_ms: 0,
-                            output,
-                            truncated,
-                            timed_out: false,
-                            interrupted: true,
-                        }
-                    }
-                    ItemKind::Patch { .. } => EventMsg::PatchApplyEnd {
-                        call_id: id,
-                        turn_id: item.turn_id,
-                        success: false,
-                        stdout: String::new(),
-                        stderr: "codex app-server exited before it reported the patch applied".into(),
-                    },
+                    ItemKind::Exec { output, .. } => interrupted_exec_end(id, item.turn_id, output.finish()),
+                    ItemKind::Patch { .. } => unreported_patch_end(
+                        id,
+                        item.turn_id,
+                        "codex app-server exited before it reported the patch applied",
+                    ),
                 },
             ));
         }

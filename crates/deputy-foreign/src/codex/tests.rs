@@ -5,32 +5,11 @@ use deputy_protocol::{EventMsg, Op, ReviewDecision, TurnAbortReason};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::test_util::{msgs, recv, sends};
 use crate::{Approval, ForeignSession, Output, SubmitError};
 
 const THREAD: &str = "01a233c5-97e1-7982-9f93-988add6bec4d";
 const TURN: &str = "01a233c5-97ff-7330-8c6f-af2dd38d6bf4";
-
-fn recv(s: &mut CodexSession, v: Value) -> Vec<Output> {
-    s.receive(&v.to_string()).unwrap()
-}
-
-fn sends(out: &[Output]) -> Vec<Value> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send(l) => Some(serde_json::from_str(l).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn msgs(out: &[Output]) -> Vec<EventMsg> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.msg.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// A session past its handshake, with a turn started (`turn/start` id 3).
 fn in_turn() -> CodexSession {
