@@ -366,7 +366,7 @@ mod tests {
     }
 
     fn cx(key: &str) -> ApprovalContext {
-        ApprovalContext::new(key.into(), CancellationToken::new())
+        ApprovalContext::new(key, CancellationToken::new())
     }
 
     #[test]
@@ -412,7 +412,7 @@ mod tests {
     async fn channel_approver_cancel_answers_abort_and_tells_the_ui() {
         let (approver, mut rx) = ChannelApprover::new(4);
         let token = CancellationToken::new();
-        let context = ApprovalContext::new("c1".into(), token.clone());
+        let context = ApprovalContext::new("c1", token.clone());
         let ask = tokio::spawn(async move { approver.approve_exec(exec("c1", None), context).await });
         let pending = rx.recv().await.unwrap();
         token.cancel();
