@@ -157,3 +157,91 @@ pub fn spawn_floor(program: &std::path::Path, args: &[&str], count: usize) -> Re
     }
     Ok(samples)
 }
+
+/// Round trips through the echo child with `in_flight` requests outstanding
+/// at a time (a new one is written as each answer is read), like the agent's
+/// `ask_approval_only` step with `in_flight`. One duration per round trip.
+pub fn echo_floor_in_flight(count: usize, in_flight: usize) -> Result<Vec<Duration>> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("__echo-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning the echo child")?;
+    let mut to_child = BufWriter::new(child.stdin.take().expect("piped"));
+    let mut from_child = BufReader::new(child.stdout.take().expect("piped"));
+    let mut sent = std::collections::VecDeque::with_capacity(in_flight);
+    let mut samples = Vec::with_capacity(count);
+    let mut line = String::new();
+    let mut next = 0usize;
+    let send = |i: usize, out: &mut BufWriter<_>| -> Result<Instant> {
+        writeln!(
+            out,
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"approval/exec","params":{{"call_id":"c{i}","turn_id":"t","command":["true"],"cwd":"/"}}}}"#
+        )?;
+        Ok(Instant::now())
+    };
+    while next < count.min(in_flight.max(1)) {
+        sent.push_back((next, send(next, &mut to_child)?));
+        next += 1;
+    }
+    to_child.flush()?;
+    while let Some((id, started)) = sent.pop_front() {
+        line.clear();
+        if from_child.read_line(&mut line)? == 0 {
+            bail!("echo child closed its stdout");
+        }
+        samples.push(started.elapsed());
+        #[derive(Deserialize)]
+        struct Answer {
+            id: usize,
+        }
+        let answer: Answer = serde_json::from_str(&line)?;
+        if answer.id != id {
+            bail!("echo child answered {} to request {id}", answer.id);
+        }
+        if next < count {
+            sent.push_back((next, send(next, &mut to_child)?));
+            next += 1;
+            to_child.flush()?;
+        }
+    }
+    drop(to_child);
+    let mut rest = Vec::new();
+    from_child.read_to_end(&mut rest)?;
+    child.wait()?;
+    Ok(samples)
+}
+
+/// Reads a rollout file and parses every line into a typed
+/// [`deputy_protocol::RolloutLine`], the plainest way: what loading it costs
+/// at the least. Returns the items parsed.
+pub fn rollout_floor(path: &std::path::Path) -> Result<usize> {
+    let text = std::fs::read_to_string(path)?;
+    let mut items = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        items.push(serde_json::from_str::<deputy_protocol::RolloutLine>(line)?);
+    }
+    Ok(std::hint::black_box(items).len())
+}
+
+/// One HTTP/1.1 POST of `body` to `127.0.0.1:port` over a fresh connection,
+/// reading the reply to EOF with blocking I/O: what a model call costs at the
+/// least on the wire. Returns the reply's length.
+pub fn http_post_floor(port: u16, body: &[u8]) -> Result<usize> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_nodelay(true)?;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply)?;
+    if !reply.starts_with(b"HTTP/1.1 200") {
+        bail!("the model server answered: {}", String::from_utf8_lossy(&reply[..reply.len().min(200)]));
+    }
+    Ok(reply.len())
+}

@@ -106,7 +106,7 @@ impl Bench {
     }
 
     /// Spawns an agent playing a one-turn scenario and starts that turn.
-    async fn start_turn(&self, name: &str, steps: serde_json::Value) -> Result<Conversation> {
+    pub async fn start_turn(&self, name: &str, steps: serde_json::Value) -> Result<Conversation> {
         let session = self.scripted(name, steps)?;
         let conversation = Conversation::spawn(
             self.agent(),
@@ -119,7 +119,7 @@ impl Bench {
         Ok(conversation)
     }
 
-    fn shell_session(&self) -> SessionStartParams {
+    pub fn shell_session(&self) -> SessionStartParams {
         SessionStartParams::new(self.work())
     }
 }
@@ -160,9 +160,10 @@ pub struct FloodReport {
 
 /// Runs in a fresh process (`deputy-bench __throughput-host`) so its peak RSS
 /// is the host's alone.
-pub async fn throughput_host(n: u64) -> Result<FloodReport> {
+pub async fn throughput_host(n: u64, delta_bytes: Option<usize>) -> Result<FloodReport> {
     let bench = Bench::new(Sizes::QUICK)?;
-    let session = bench.scripted("flood", json!([{"type": "flood", "n": n, "delta": flood_delta()}]))?;
+    let delta = delta_bytes.map_or_else(flood_delta, |b| "x".repeat(b));
+    let session = bench.scripted("flood", json!([{"type": "flood", "n": n, "delta": delta}]))?;
     let config = ConversationConfig::new(session).event_filter(EventFilter::All);
     let mut conversation =
         Conversation::spawn(bench.agent(), config, Arc::new(ApproveAll), CancellationToken::new()).await?;
@@ -196,12 +197,21 @@ pub async fn throughput_host(n: u64) -> Result<FloodReport> {
     })
 }
 
-/// Runs the host half of the flood in a process of its own.
-fn flood_through_host(bench: &Bench, multi_thread: bool) -> Result<FloodReport> {
+/// Runs the host half of a flood of `n` events in a process of its own;
+/// `delta_bytes` sets the payload (default: 150-byte lines).
+pub fn flood_through_host(
+    bench: &Bench,
+    n: u64,
+    multi_thread: bool,
+    delta_bytes: Option<usize>,
+) -> Result<FloodReport> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["__throughput-host", "--count", &bench.sizes.flood_events.to_string()]);
+    cmd.args(["__throughput-host", "--count", &n.to_string()]);
     if multi_thread {
         cmd.arg("--multi-thread");
+    }
+    if let Some(bytes) = delta_bytes {
+        cmd.args(["--delta-bytes", &bytes.to_string()]);
     }
     let out = cmd.env("DEPUTY_BIN", &bench.deputy).stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
     ensure!(out.status.success(), "the throughput host failed ({})", out.status);
@@ -217,7 +227,7 @@ pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let mut peaks = (0u64, 0u64);
     for (multi_thread, flavor) in [(false, "current-thread"), (true, "multi-thread")] {
-        let report = flood_through_host(bench, multi_thread)?;
+        let report = flood_through_host(bench, n, multi_thread, None)?;
         let rate = report.events as f64 / report.seconds;
         figures.push(
             Figure::new("throughput", format!("events/s, {flavor} host"), rate, "events/s")
