@@ -29,11 +29,13 @@ struct Notification {
     params: Event,
 }
 
-/// Child side: write `count` copies of `line` to stdout as fast as possible.
-pub fn floor_writer(line: &str, count: u64) -> Result<()> {
+/// Child side: read one line from stdin (to its end), then write `count`
+/// copies of it to stdout as fast as possible.
+pub fn floor_writer(count: u64) -> Result<()> {
+    let mut bytes = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut bytes)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let mut bytes = line.as_bytes().to_vec();
     bytes.push(b'\n');
     for _ in 0..count {
         out.write_all(&bytes)?;
@@ -42,16 +44,29 @@ pub fn floor_writer(line: &str, count: u64) -> Result<()> {
     Ok(())
 }
 
+/// What the throughput floor measured.
+pub struct FloorRate {
+    pub events_per_s: f64,
+    /// CPU time of the reading thread, in seconds.
+    pub reader_cpu_s: f64,
+}
+
 /// Spawns the writer and decodes every line into a typed [`Event`] with a
-/// plain blocking reader. Returns events per second.
-pub fn throughput_floor(line: &str, count: u64) -> Result<f64> {
+/// plain blocking reader.
+pub fn throughput_floor(line: &str, count: u64) -> Result<FloorRate> {
     let exe = std::env::current_exe()?;
+    // The line goes through stdin: a 256 KiB line is over the kernel's limit
+    // for one argument.
     let mut child = Command::new(exe)
-        .args(["__floor-writer", "--count", &count.to_string(), "--line", line])
-        .stdin(Stdio::null())
+        .args(["__floor-writer", "--count", &count.to_string()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .context("spawning the floor writer")?;
+    let mut to_child = child.stdin.take().expect("piped");
+    to_child.write_all(line.as_bytes())?;
+    drop(to_child);
+    let cpu_before = crate::procfs::thread_cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let mut reader = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
     let mut buf = String::new();
@@ -68,11 +83,12 @@ pub fn throughput_floor(line: &str, count: u64) -> Result<f64> {
         }
     }
     let elapsed = started.elapsed();
+    let reader_cpu_s = crate::procfs::thread_cpu_seconds().unwrap_or(0.0) - cpu_before;
     child.wait()?;
     if seen != count {
         bail!("floor writer delivered {seen} of {count} events");
     }
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok(FloorRate { events_per_s: count as f64 / elapsed.as_secs_f64(), reader_cpu_s })
 }
 
 /// Child side of the echo floor: answer every request line with a response
@@ -244,4 +260,52 @@ pub fn http_post_floor(port: u16, body: &[u8]) -> Result<usize> {
         bail!("the model server answered: {}", String::from_utf8_lossy(&reply[..reply.len().min(200)]));
     }
     Ok(reply.len())
+}
+
+/// Nanoseconds per decode of one flood line's params, three ways: the
+/// protocol's [`Event`] (with its delta fast path), the derived decoder of
+/// [`EventMsg`] alone (serde's buffering of internally tagged enums: what
+/// `Event` did before the fast path), and a plain struct of two strings (the
+/// floor). Each is the best of 7 interleaved rounds of `count` decodes, so a busy
+/// machine shows up less.
+pub fn decode_costs(params: &str, count: usize) -> Result<(f64, f64, f64)> {
+    #[derive(Deserialize)]
+    struct Derived {
+        #[allow(dead_code)]
+        id: String,
+        msg: EventMsg,
+    }
+    #[derive(Deserialize)]
+    struct PlainMsg {
+        #[serde(rename = "type")]
+        #[allow(dead_code)]
+        kind: String,
+        delta: String,
+    }
+    #[derive(Deserialize)]
+    struct Plain {
+        #[allow(dead_code)]
+        id: String,
+        msg: PlainMsg,
+    }
+    /// ns per decode over one round of `count`.
+    fn round<T: serde::de::DeserializeOwned>(params: &str, count: usize, check: impl Fn(&T) -> bool) -> Result<f64> {
+        let started = Instant::now();
+        for _ in 0..count {
+            let v: T = serde_json::from_str(std::hint::black_box(params))?;
+            if !check(&v) {
+                bail!("decoded the wrong thing");
+            }
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e9 / count as f64)
+    }
+    let is_delta = |m: &EventMsg| matches!(m, EventMsg::AgentMessageDelta { delta } if !delta.is_empty());
+    // Rounds interleaved, so all three see the same machine.
+    let (mut fast, mut derived, mut plain) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for _ in 0..7 {
+        fast = fast.min(round::<Event>(params, count, |e| is_delta(&e.msg))?);
+        derived = derived.min(round::<Derived>(params, count, |e| is_delta(&e.msg))?);
+        plain = plain.min(round::<Plain>(params, count, |e| !e.msg.delta.is_empty())?);
+    }
+    Ok((fast, derived, plain))
 }

@@ -60,8 +60,6 @@ enum Role {
     FloorWriter {
         #[arg(long)]
         count: u64,
-        #[arg(long)]
-        line: String,
     },
     /// (internal) the approvals floor's echo child.
     #[command(name = "__echo-child", hide = true)]
@@ -101,7 +99,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.role, cli.scenario) {
-        (Some(Role::FloorWriter { count, line }), _) => floor::floor_writer(&line, count),
+        (Some(Role::FloorWriter { count }), _) => floor::floor_writer(count),
         (Some(Role::EchoChild), _) => floor::echo_child(),
         (Some(Role::ThroughputHost { count, multi_thread, delta_bytes }), _) => if multi_thread {
             runtime()

@@ -185,7 +185,7 @@ pub fn event_size(bench: &Bench, sizes: ScalingSizes) -> Result<Sweep> {
         let n = (sizes.flood_bytes / payload as u64).clamp(sizes.flood_min_events, sizes.flood_max_events);
         let delta = "x".repeat(payload);
         let line = floor::flood_line(scenarios::FLOOD_SUBMISSION, &delta);
-        let floor_rate = floor::throughput_floor(&line, n)?;
+        let floor_rate = floor::throughput_floor(&line, n)?.events_per_s;
         let report = scenarios::flood_through_host(bench, n, false, Some(payload))?;
         let rate = report.events as f64 / report.seconds;
         let line_bytes = (line.len() + 1) as f64;

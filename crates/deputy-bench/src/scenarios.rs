@@ -156,6 +156,12 @@ pub struct FloodReport {
     pub seconds: f64,
     pub host_peak_kib: u64,
     pub agent_peak_kib: u64,
+    /// CPU time (user + system) of the host process during the flood, s.
+    #[serde(default)]
+    pub host_cpu_s: f64,
+    /// CPU time of the agent process during the flood, s.
+    #[serde(default)]
+    pub agent_cpu_s: f64,
 }
 
 /// Runs in a fresh process (`deputy-bench __throughput-host`) so its peak RSS
@@ -168,6 +174,8 @@ pub async fn throughput_host(n: u64, delta_bytes: Option<usize>) -> Result<Flood
     let mut conversation =
         Conversation::spawn(bench.agent(), config, Arc::new(ApproveAll), CancellationToken::new()).await?;
     let agent_pid = conversation.pid();
+    let me = std::process::id();
+    let cpu_before = (procfs::cpu_seconds(me).unwrap_or(0.0), procfs::cpu_seconds(agent_pid).unwrap_or(0.0));
     let started = Instant::now();
     conversation.submit_with_id(FLOOD_SUBMISSION, Op::text("go")).await?;
     let mut events = 0u64;
@@ -186,6 +194,8 @@ pub async fn throughput_host(n: u64, delta_bytes: Option<usize>) -> Result<Flood
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let host_cpu_s = procfs::cpu_seconds(me).unwrap_or(0.0) - cpu_before.0;
+    let agent_cpu_s = procfs::cpu_seconds(agent_pid).unwrap_or(0.0) - cpu_before.1;
     let agent_peak_kib = procfs::peak_rss_kib(agent_pid).unwrap_or(0);
     conversation.shutdown().await?;
     ensure!(events == n, "received {events} of {n} events");
@@ -194,6 +204,8 @@ pub async fn throughput_host(n: u64, delta_bytes: Option<usize>) -> Result<Flood
         seconds,
         host_peak_kib: procfs::peak_rss_kib(std::process::id()).unwrap_or(0),
         agent_peak_kib,
+        host_cpu_s,
+        agent_cpu_s,
     })
 }
 
@@ -223,30 +235,53 @@ pub fn flood_through_host(
 pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
     let n = bench.sizes.flood_events;
     let line = floor::flood_line(FLOOD_SUBMISSION, &flood_delta());
-    let floor_rate = floor::throughput_floor(&line, n)?;
+    let floor = floor::throughput_floor(&line, n)?;
+    let floor_rate = floor.events_per_s;
+    let ns_per_event = |seconds: f64| seconds * 1e9 / n as f64;
+    let floor_ns = ns_per_event(floor.reader_cpu_s);
     let mut figures = Vec::new();
     let mut peaks = (0u64, 0u64);
-    for (multi_thread, flavor) in [(false, "current-thread"), (true, "multi-thread")] {
+    for (multi_thread, flavor, target) in [(false, "current-thread", 0.8), (true, "multi-thread", 0.75)] {
         let report = flood_through_host(bench, n, multi_thread, None)?;
         let rate = report.events as f64 / report.seconds;
         figures.push(
             Figure::new("throughput", format!("events/s, {flavor} host"), rate, "events/s")
                 .floor(floor_rate)
                 .runs(1)
-                .target("ratio >= 0.5", rate / floor_rate >= 0.5)
-                .detail(
-                    json!({"events": report.events, "line_bytes": line.len() + 1, "seconds": report.seconds}),
-                ),
+                .target(format!("ratio >= {target}"), rate / floor_rate >= target)
+                .detail(json!({"events": report.events, "line_bytes": line.len() + 1, "seconds": report.seconds,
+                    "host_cpu_ns_per_event": ns_per_event(report.host_cpu_s),
+                    "agent_cpu_ns_per_event": ns_per_event(report.agent_cpu_s),
+                    "floor_reader_cpu_ns_per_event": floor_ns})),
+        );
+        // CPU per event is steadier than rates on a shared machine: it does
+        // not count time spent waiting for a core.
+        let host_ns = ns_per_event(report.host_cpu_s);
+        figures.push(
+            Figure::new("throughput", format!("host CPU per event, {flavor}"), host_ns, "ns")
+                .floor(floor_ns)
+                .runs(1)
+                .detail(json!({"agent_cpu_ns_per_event": ns_per_event(report.agent_cpu_s)})),
         );
         peaks = (peaks.0.max(report.host_peak_kib), peaks.1.max(report.agent_peak_kib));
     }
+    let params = serde_json::to_string(&deputy_protocol::Event {
+        id: FLOOD_SUBMISSION.into(),
+        msg: EventMsg::AgentMessageDelta { delta: flood_delta() },
+    })?;
+    let (fast, derived, plain) = floor::decode_costs(&params, (n as usize / 5).clamp(1_000, 200_000))?;
+    figures.push(
+        Figure::new("throughput", "decode of one delta event (Event)", fast, "ns")
+            .floor(plain)
+            .detail(json!({"derived_decoder_ns": derived, "plain_struct_ns": plain, "params_bytes": params.len()})),
+    );
     figures.push(
         Figure::new("throughput", "host peak RSS", kib_to_mib(peaks.0), "MiB")
             .target("<= 16 MiB", peaks.0 <= 16 * 1024),
     );
     figures.push(
         Figure::new("throughput", "agent peak RSS", kib_to_mib(peaks.1), "MiB")
-            .target("<= 16 MiB", peaks.1 <= 16 * 1024),
+            .target("<= 6 MiB", peaks.1 <= 6 * 1024),
     );
     Ok(figures)
 }
@@ -310,7 +345,7 @@ pub async fn approvals(bench: &Bench) -> Result<Vec<Figure>> {
         Figure::new("approvals", "round trip p50", us(rtt.median), "us")
             .floor(us(echo.median))
             .runs(gaps.len())
-            .target("ratio <= 2", rtt.median <= 2.0 * echo.median)
+            .target("ratio <= 1.5", rtt.median <= 1.5 * echo.median)
             .detail(json!({"p99_us": us(rtt.p99), "floor_p99_us": us(echo.p99), "min_us": us(rtt.min)})),
     ])
 }
@@ -339,7 +374,7 @@ pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
         Figure::new("spawn", "spawn to session_configured, median", s.median, "ms")
             .floor(floor.median)
             .runs(runs)
-            .target("ratio <= 2", s.median <= 2.0 * floor.median)
+            .target("ratio <= 1.5", s.median <= 1.5 * floor.median)
             .detail(json!({"p99_ms": s.p99, "min_ms": s.min, "floor_p99_ms": floor.p99})),
     ])
 }
