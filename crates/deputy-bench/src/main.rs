@@ -48,6 +48,9 @@ struct Cli {
     /// A smoke run with tiny counts: proves the scenarios work, measures nothing.
     #[arg(long, global = true)]
     quick: bool,
+    /// `cancel`: this many runs of each kind instead of 200 (3 with --quick).
+    #[arg(long, global = true, value_name = "N")]
+    cancel_runs: Option<usize>,
     /// `scaling`: also write one SVG plot per sweep into this folder.
     #[arg(long, global = true, value_name = "DIR")]
     plots: Option<std::path::PathBuf>,
@@ -110,7 +113,7 @@ fn main() -> ExitCode {
         .and_then(|rt| rt.block_on(scenarios::throughput_host(count, delta_bytes)))
         .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
         (None, Some(Scenario::Scaling)) => scaling(cli.quick, cli.json, cli.plots.as_deref()),
-        (None, Some(scenario)) => run(scenario, cli.quick, cli.json),
+        (None, Some(scenario)) => run(scenario, cli.quick, cli.json, cli.cancel_runs),
         (None, None) => {
             eprintln!("deputy-bench: name a scenario (see --help)");
             return ExitCode::from(2);
@@ -125,8 +128,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(scenario: Scenario, quick: bool, json: bool) -> anyhow::Result<()> {
-    let bench = Bench::new(if quick { Sizes::QUICK } else { Sizes::FULL })?;
+fn run(scenario: Scenario, quick: bool, json: bool, cancel_runs: Option<usize>) -> anyhow::Result<()> {
+    let mut sizes = if quick { Sizes::QUICK } else { Sizes::FULL };
+    if let Some(runs) = cancel_runs {
+        anyhow::ensure!(runs > 0, "--cancel-runs must be at least 1");
+        sizes.cancels = runs;
+    }
+    let bench = Bench::new(sizes)?;
     let rt = runtime()?;
     let all = scenario == Scenario::All;
     let mut missed = 0;

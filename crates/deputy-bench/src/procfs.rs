@@ -15,6 +15,12 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM")
 }
 
+/// Anonymous (heap, stacks: private) part of a process's current RSS, in KiB;
+/// the rest is file-backed (the binary's and libraries' pages, shared, clean).
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon")
+}
+
 /// Current resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
