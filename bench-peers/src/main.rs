@@ -169,7 +169,10 @@ async fn run(o: Options) -> Result<()> {
         let mut left = 0usize;
         let mut never = 0usize;
         for i in 0..o.cancel_runs {
-            let pids = script.join(format!("pids-{i}"));
+            // A file of its own per run: a stale one would be read as this run's.
+            let pids = script.join(format!("pids-{}-{i}", name.split_whitespace().next().unwrap_or("x")));
+            let pids = pids.with_extension(format!("{}", cancels.iter().position(|(n, _)| n == name).unwrap_or(0)));
+            let _ = std::fs::remove_file(&pids);
             let outcome = cancel(pids).await?;
             match outcome.gone_after {
                 Some(t) => times.push(t.as_secs_f64() * 1e3),
@@ -182,8 +185,8 @@ async fn run(o: Options) -> Result<()> {
         row(
             o.json,
             json!({"scenario": "cancel", "peer": name, "runs": o.cancel_runs,
-                "tree_gone_median_ms": times.get(times.len() / 2).map(|t| (t * 10.0).round() / 10.0),
-                "tree_gone_max_ms": times.last().map(|t| (t * 10.0).round() / 10.0),
+                "tree_gone_median_ms": times.get(times.len() / 2).map(|t| (t * 100.0).round() / 100.0),
+                "tree_gone_max_ms": times.last().map(|t| (t * 100.0).round() / 100.0),
                 "never_within_10s": never, "processes_left_after_10s": left, "load": load_average()}),
         );
     }

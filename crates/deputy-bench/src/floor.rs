@@ -289,7 +289,11 @@ pub fn decode_costs(params: &str, count: usize) -> Result<(f64, f64, f64)> {
         msg: PlainMsg,
     }
     /// ns per decode over one round of `count`.
-    fn round<T: serde::de::DeserializeOwned>(params: &str, count: usize, check: impl Fn(&T) -> bool) -> Result<f64> {
+    fn round<T: serde::de::DeserializeOwned>(
+        params: &str,
+        count: usize,
+        check: impl Fn(&T) -> bool,
+    ) -> Result<f64> {
         let started = Instant::now();
         for _ in 0..count {
             let v: T = serde_json::from_str(std::hint::black_box(params))?;

@@ -190,7 +190,8 @@ fn scaling(quick: bool, json: bool, plots: Option<&std::path::Path>) -> anyhow::
     }
     if let Some(dir) = plots {
         // Before the sweeps run, so a bad folder fails at once.
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the plots folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the plots folder {}", dir.display()))?;
     }
     let sweeps = rt.block_on(scaling::all(&bench, sizes))?;
     for sweep in &sweeps {

@@ -22,7 +22,8 @@ pub struct Plot<'a> {
     pub series: Vec<Series>,
 }
 
-const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+const COLOURS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
 
 fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -33,11 +34,7 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     if !lo.is_finite() {
         return (1.0, 10.0);
     }
-    if log {
-        (lo / 1.5, hi * 1.5)
-    } else {
-        (0.0, if hi > 0.0 { hi * 1.15 } else { 1.0 })
-    }
+    if log { (lo / 1.5, hi * 1.5) } else { (0.0, if hi > 0.0 { hi * 1.15 } else { 1.0 }) }
 }
 
 /// Writes the plot to `path` as SVG.
@@ -51,8 +48,9 @@ pub fn write_svg(path: &Path, plot: &Plot) -> Result<()> {
     builder.caption(plot.title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(72);
     let fmt = |v: &f64| short(*v);
     if plot.log_y {
-        let mut chart =
-            builder.build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale()).map_err(|e| err(&e))?;
+        let mut chart = builder
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())
+            .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
             .x_desc(plot.x_label)
@@ -63,7 +61,8 @@ pub fn write_svg(path: &Path, plot: &Plot) -> Result<()> {
             .map_err(|e| err(&e))?;
         draw_series(&mut chart, &plot.series).map_err(|e| err(&e))?;
     } else {
-        let mut chart = builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi).map_err(|e| err(&e))?;
+        let mut chart =
+            builder.build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi).map_err(|e| err(&e))?;
         chart
             .configure_mesh()
             .x_desc(plot.x_label)

@@ -241,7 +241,8 @@ pub async fn approvals_in_flight(bench: &Bench, sizes: ScalingSizes) -> Result<S
         let elapsed = started.elapsed();
         conversation.shutdown().await?;
         ensure!(summary.contains(&format!("{n} approved")), "the agent reported: {summary:?}");
-        let (p50, p99) = probe_percentiles(&summary).context("no round-trip percentiles in the agent's message")?;
+        let (p50, p99) =
+            probe_percentiles(&summary).context("no round-trip percentiles in the agent's message")?;
         let (f50, f99) = (echo.median * 1e3, echo.p99 * 1e3);
         sweep.rows.push(vec![k as f64, p50, p99, f50, f99, p50 / f50, n as f64 / elapsed.as_secs_f64()]);
     }
@@ -299,8 +300,13 @@ pub async fn live_conversations(bench: &Bench, sizes: ScalingSizes) -> Result<Sw
 async fn spawn_shell(bench: &Bench) -> Result<Conversation> {
     let mut session = bench.shell_session();
     session.approval_policy = ApprovalPolicy::AskAlways;
-    Ok(Conversation::spawn(bench.agent(), ConversationConfig::new(session), Arc::new(ApproveAll), CancellationToken::new())
-        .await?)
+    Ok(Conversation::spawn(
+        bench.agent(),
+        ConversationConfig::new(session),
+        Arc::new(ApproveAll),
+        CancellationToken::new(),
+    )
+    .await?)
 }
 
 // -------------------------------------------------------------------- resume
@@ -323,7 +329,8 @@ fn write_rollout(path: &Path, items: u64, messages_only: bool) -> Result<u64> {
         forked_from: None,
         agent_version: "bench".into(),
     });
-    let text = "All work and no play makes Jack a dull boy; the history grows by one line, and so does the load.";
+    let text =
+        "All work and no play makes Jack a dull boy; the history grows by one line, and so does the load.";
     let mut write = |item: RolloutItem| -> Result<()> {
         serde_json::to_writer(&mut out, &RolloutLine { timestamp: ts.clone(), item })?;
         out.write_all(b"\n")?;
@@ -334,7 +341,10 @@ fn write_rollout(path: &Path, items: u64, messages_only: bool) -> Result<u64> {
         let turn_id = format!("t{}", i / 5);
         let kind = if messages_only { i % 2 * 3 } else { i % 5 };
         write(match kind {
-            0 => RolloutItem::UserInput { turn_id, items: vec![InputItem::Text { text: format!("{i}: {text}") }] },
+            0 => RolloutItem::UserInput {
+                turn_id,
+                items: vec![InputItem::Text { text: format!("{i}: {text}") }],
+            },
             1 => RolloutItem::ToolCall {
                 turn_id,
                 call_id: format!("c{i}"),
@@ -452,14 +462,19 @@ fn linearity(sweep: &mut Sweep, scenario: &'static str, value: usize, floor: usi
     let floor_per_item = |row: &Vec<f64>| row[floor] / row[0];
     let growth = (per_item(last) / per_item(second)) / (floor_per_item(last) / floor_per_item(second));
     sweep.checks.push(
-        Figure::new(scenario, format!("{what} per item, {} vs {} items", cell(last[0]), cell(second[0])), growth, "×")
-            .target("<= 1.5 (linear)", growth <= 1.5)
-            .detail(json!({
-                "per_item_us_small": per_item(second) * 1e3,
-                "per_item_us_large": per_item(last) * 1e3,
-                "floor_per_item_us_small": floor_per_item(second) * 1e3,
-                "floor_per_item_us_large": floor_per_item(last) * 1e3,
-            })),
+        Figure::new(
+            scenario,
+            format!("{what} per item, {} vs {} items", cell(last[0]), cell(second[0])),
+            growth,
+            "×",
+        )
+        .target("<= 1.5 (linear)", growth <= 1.5)
+        .detail(json!({
+            "per_item_us_small": per_item(second) * 1e3,
+            "per_item_us_large": per_item(last) * 1e3,
+            "floor_per_item_us_small": floor_per_item(second) * 1e3,
+            "floor_per_item_us_large": floor_per_item(last) * 1e3,
+        })),
     );
 }
 
@@ -487,7 +502,10 @@ pub async fn model_calls(bench: &Bench, sizes: ScalingSizes) -> Result<Sweep> {
         write_rollout(&path, items, true)?;
         let mut session = bench.shell_session();
         session.initial_history = InitialHistory::Resumed { from: HistorySource::RolloutPath(path.clone()) };
-        session.model = Some(ModelSelection { base_url: Some(server.base_url()), ..ModelSelection::named("openai:bench") });
+        session.model = Some(ModelSelection {
+            base_url: Some(server.base_url()),
+            ..ModelSelection::named("openai:bench")
+        });
         let (mut conversation, _) = spawn_counting_history(bench, session).await?;
         server.take_bodies();
         let mut turns = Vec::with_capacity(sizes.turns_per_point);

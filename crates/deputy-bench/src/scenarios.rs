@@ -255,10 +255,12 @@ pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
                 .floor(floor_rate)
                 .runs(1)
                 .target(format!("ratio >= {target}"), rate / floor_rate >= target)
-                .detail(json!({"events": report.events, "line_bytes": line.len() + 1, "seconds": report.seconds,
+                .detail(
+                    json!({"events": report.events, "line_bytes": line.len() + 1, "seconds": report.seconds,
                     "host_cpu_ns_per_event": ns_per_event(report.host_cpu_s),
                     "agent_cpu_ns_per_event": ns_per_event(report.agent_cpu_s),
-                    "floor_reader_cpu_ns_per_event": floor_ns})),
+                    "floor_reader_cpu_ns_per_event": floor_ns}),
+                ),
         );
         // CPU per event is steadier than rates on a shared machine: it does
         // not count time spent waiting for a core.
@@ -278,9 +280,9 @@ pub fn throughput(bench: &Bench) -> Result<Vec<Figure>> {
     })?;
     let (fast, derived, plain) = floor::decode_costs(&params, (n as usize / 5).clamp(1_000, 200_000))?;
     figures.push(
-        Figure::new("throughput", "decode of one delta event (Event)", fast, "ns")
-            .floor(plain)
-            .detail(json!({"derived_decoder_ns": derived, "plain_struct_ns": plain, "params_bytes": params.len()})),
+        Figure::new("throughput", "decode of one delta event (Event)", fast, "ns").floor(plain).detail(
+            json!({"derived_decoder_ns": derived, "plain_struct_ns": plain, "params_bytes": params.len()}),
+        ),
     );
     figures.push(
         Figure::new("throughput", "host peak RSS", kib_to_mib(peaks.0), "MiB")

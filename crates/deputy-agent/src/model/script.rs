@@ -246,10 +246,12 @@ mod tests {
         assert!(e.starts_with("line 3: unknown variant `dance`"), "{e}");
         let e = Scenario::parse("{\"steps\":[{\"type\":\"sleep\"}]}").unwrap_err();
         assert!(e.contains("missing field `ms`"), "{e}");
-        let e = Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":\"many\"}]}")
-            .unwrap_err();
+        let e =
+            Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":\"many\"}]}")
+                .unwrap_err();
         assert!(e.starts_with("line 1: invalid type: string \"many\""), "{e}");
-        let s = Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":4}]}").unwrap();
+        let s = Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":4}]}")
+            .unwrap();
         assert_eq!(s.turns[0], vec![Step::AskApprovalOnly { n: 2, in_flight: Some(4) }]);
         let s = Scenario::parse("{\"steps\":[{\"type\":\"hang\"}]}\n{\"steps\":[]}\n").unwrap();
         assert_eq!(s.turns.len(), 2);

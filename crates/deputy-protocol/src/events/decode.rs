@@ -14,8 +14,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::EventMsg;
@@ -138,7 +138,11 @@ mod tests {
             r#"{"delta":"a\"b\n\u00e9","type":"agent_message_delta"}"#,
             r#"{"type":"agent_message_delta","later":{"x":[1,2]},"delta":"a\"b\n\u00e9"}"#,
         ] {
-            assert_eq!(decode(json).unwrap(), EventMsg::AgentMessageDelta { delta: "a\"b\né".into() }, "{json}");
+            assert_eq!(
+                decode(json).unwrap(),
+                EventMsg::AgentMessageDelta { delta: "a\"b\né".into() },
+                "{json}"
+            );
             assert_eq!(decode(json), derived(json), "{json}");
         }
         let json = r#"{"type":"agent_reasoning_delta","delta":"hm"}"#;
