@@ -150,9 +150,7 @@ impl Sweep {
 
 /// Numbers for tables: integers as such, others with 3 significant digits.
 fn cell(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -361,7 +359,6 @@ fn write_rollout(path: &Path, items: u64, messages_only: bool) -> Result<u64> {
             _ => RolloutItem::TurnComplete { turn_id },
         })?;
     }
-    drop(write);
     out.flush()?;
     Ok(std::fs::metadata(path)?.len())
 }
