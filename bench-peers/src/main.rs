@@ -468,7 +468,9 @@ async fn acp_cancel(pids_path: PathBuf, drop_it: bool) -> Result<CancelOutcome> 
         }
         Ok(())
     });
-    tokio::pin!(connection);
+    // Boxed, not `tokio::pin!`ed: dropping a pinned reference would not
+    // drop the connection.
+    let mut connection = Box::pin(connection);
     let mut rx = rx;
     let (started, pids) = tokio::select! {
         got = &mut rx => got.context("the foreground ended early")?,
