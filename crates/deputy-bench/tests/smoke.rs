@@ -82,7 +82,8 @@ fn the_scaling_sweeps_run_and_write_one_plot_each() {
             .collect();
         assert_eq!(points.len(), 2, "two points for {sweep}: {stdout}");
         for p in points {
-            assert!(p["value"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{p}");
+            // Finite and not negative (host RSS per conversation may round to 0).
+            assert!(p["value"].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0), "{p}");
             assert!(p["detail"].as_object().is_some_and(|d| d.len() >= 4), "{p}");
         }
         let svg = plots.path().join(format!("scaling-{}.svg", sweep.replace('_', "-")));
