@@ -102,6 +102,32 @@ fn ask_approval_only_counts_decisions() {
 }
 
 #[test]
+fn ask_approval_only_keeps_in_flight_requests_outstanding() {
+    let mut a = script_agent(&[json!({"steps": [{"type": "ask_approval_only", "n": 7, "in_flight": 3}]})]);
+    a.start(json!({"approval_policy": "never_ask"}));
+    let id = a.say("t1", "go");
+    a.result(id);
+    // Three requests arrive before any is answered; each answer lets one more out.
+    let mut outstanding: Vec<Value> = (0..3).map(|_| a.approval()).collect();
+    let mut seen = outstanding.iter().map(|r| r["params"]["call_id"].clone()).collect::<Vec<_>>();
+    while let Some(req) = outstanding.pop() {
+        a.answer(&req, "approved");
+        if seen.len() < 7 {
+            let next = a.approval();
+            seen.push(next["params"]["call_id"].clone());
+            outstanding.insert(0, next);
+        }
+    }
+    seen.sort_by_key(|id| id.to_string());
+    seen.dedup();
+    assert_eq!(seen.len(), 7, "each round trip has its own call id");
+    let msg = a.turn_end("t1")["last_agent_message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("7 round trips: 7 approved, 0 denied"), "{msg}");
+    assert!(msg.contains("3 in flight, round trip p50 "), "{msg}");
+    a.shutdown_and_wait();
+}
+
+#[test]
 fn wait_for_interrupt_and_sleep_are_interruptible() {
     let mut a = script_agent(&[
         json!({"steps": [{"type": "message", "text": "waiting"}, {"type": "wait_for_interrupt"}]}),

@@ -129,6 +129,7 @@ enum Plan {
     Probe {
         call_id: String,
         n: u64,
+        in_flight: u64,
     },
     /// Refused before asking; `message` goes to the model and an `error` event.
     Refused {
@@ -409,7 +410,7 @@ impl Turn {
                     Err(e) => Plan::Refused { call_id, message: format!("apply_patch: {e}") },
                 }
             }
-            Tool::ApprovalProbe { n } => Plan::Probe { call_id, n },
+            Tool::ApprovalProbe { n, in_flight } => Plan::Probe { call_id, n, in_flight },
             Tool::Invalid { name, error, .. } => {
                 Plan::Refused { call_id, message: format!("{name}: {error}") }
             }
@@ -486,7 +487,7 @@ impl Turn {
                     let answer = pending.answer().await;
                     self.patch_call(call_id, patch, prepared, ask, answer).await
                 }
-                Plan::Probe { call_id, n } => self.probe(call_id, n).await,
+                Plan::Probe { call_id, n, in_flight } => self.probe(call_id, n, in_flight).await,
                 Plan::Refused { call_id, message } => {
                     self.emit(EventMsg::Error { message: message.clone() }).await;
                     self.tool_result(call_id, false, message);
@@ -750,13 +751,28 @@ impl Turn {
     }
 
     /// `n` sequential approval round trips for a harmless argv; nothing runs.
-    async fn probe(&self, call_id: String, n: u64) -> ToolsOutcome {
+    /// `n` approval round trips, `in_flight` of them outstanding at a time,
+    /// each timed from the request's queueing to its answer (here, on the
+    /// agent: the figure the benchmarks plot against concurrency).
+    async fn probe(&self, call_id: String, n: u64, in_flight: u64) -> ToolsOutcome {
+        use futures::stream::FuturesUnordered;
         let argv = vec!["true".to_owned()];
+        let in_flight = in_flight.clamp(1, n.max(1));
         let (mut approved, mut denied, mut abort, mut failed) = (0u64, 0u64, 0u64, 0u64);
-        for i in 0..n {
-            let mut p =
-                self.ask_exec(&format!("{call_id}-{}", i + 1), &argv, Some(format!("probe {}/{n}", i + 1)));
-            match p.answer().await {
+        let mut round_trips = Vec::with_capacity(n.min(1 << 20) as usize);
+        let mut running = FuturesUnordered::new();
+        let mut asked = 0u64;
+        while asked < n || !running.is_empty() {
+            while asked < n && (running.len() as u64) < in_flight {
+                asked += 1;
+                let started = std::time::Instant::now();
+                let mut p =
+                    self.ask_exec(&format!("{call_id}-{asked}"), &argv, Some(format!("probe {asked}/{n}")));
+                running.push(async move { (p.answer().await, started.elapsed()) });
+            }
+            let Some((answer, took)) = running.next().await else { break };
+            round_trips.push(took);
+            match answer {
                 Answer::Decision(ReviewDecision::Approved | ReviewDecision::ApprovedForSession) => {
                     approved += 1
                 }
@@ -765,8 +781,15 @@ impl Turn {
                 Answer::Failed | Answer::Auto => failed += 1,
             }
         }
+        round_trips.sort_unstable();
+        let rank = |p: usize| {
+            round_trips.get((round_trips.len() * p).div_ceil(100).max(1) - 1).map_or(0, |d| d.as_micros())
+        };
         let message = format!(
-            "ask_approval_only: {n} round trips: {approved} approved, {denied} denied, {abort} abort, {failed} failed"
+            "ask_approval_only: {n} round trips: {approved} approved, {denied} denied, {abort} abort, {failed} failed; \
+             {in_flight} in flight, round trip p50 {} us, p99 {} us",
+            rank(50),
+            rank(99),
         );
         self.session.record(RolloutItem::AgentMessage { turn_id: self.id.clone(), message: message.clone() });
         self.emit(EventMsg::AgentMessage { message: message.clone() }).await;

@@ -10,12 +10,16 @@
 //! ```
 
 mod floor;
+mod plot;
 mod procfs;
+mod scaling;
 mod scenarios;
+mod sse;
 mod stats;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use scenarios::{Bench, Sizes};
@@ -25,7 +29,8 @@ use stats::Figure;
 #[command(
     name = "deputy-bench",
     about = "Deputy's benchmarks, each figure next to a floor measured in the same run",
-    after_help = "Scenarios: throughput, approvals, spawn, cancel, fanout, soak, all.\n\
+    after_help = "Scenarios: throughput, approvals, spawn, cancel, fanout, soak, sandbox, all;\n\
+        scaling (how cost grows; `--plots DIR` writes SVGs).\n\
         Needs the `deputy` binary next to this one (`cargo build --release`) or DEPUTY_BIN.\n\n\
         Examples:\n  cargo run --release -p deputy-bench -- all\n  \
         cargo run --release -p deputy-bench -- throughput --json\n  \
@@ -43,6 +48,12 @@ struct Cli {
     /// A smoke run with tiny counts: proves the scenarios work, measures nothing.
     #[arg(long, global = true)]
     quick: bool,
+    /// `cancel`: this many runs of each kind instead of 200 (3 with --quick).
+    #[arg(long, global = true, value_name = "N")]
+    cancel_runs: Option<usize>,
+    /// `scaling`: also write one SVG plot per sweep into this folder.
+    #[arg(long, global = true, value_name = "DIR")]
+    plots: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -52,8 +63,6 @@ enum Role {
     FloorWriter {
         #[arg(long)]
         count: u64,
-        #[arg(long)]
-        line: String,
     },
     /// (internal) the approvals floor's echo child.
     #[command(name = "__echo-child", hide = true)]
@@ -66,6 +75,9 @@ enum Role {
         /// Run the host on a multi-thread runtime instead of a current-thread one.
         #[arg(long)]
         multi_thread: bool,
+        /// The delta payload of each event, in bytes (default: 150-byte lines).
+        #[arg(long)]
+        delta_bytes: Option<usize>,
         /// The agent speaks ACP and the host uses its ACP dialect.
         #[arg(long)]
         acp: bool,
@@ -81,6 +93,8 @@ enum Scenario {
     Fanout,
     Soak,
     Sandbox,
+    /// How each cost grows with the work (not part of `all`).
+    Scaling,
     All,
 }
 
@@ -91,17 +105,18 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.role, cli.scenario) {
-        (Some(Role::FloorWriter { count, line }), _) => floor::floor_writer(&line, count),
+        (Some(Role::FloorWriter { count }), _) => floor::floor_writer(count),
         (Some(Role::EchoChild), _) => floor::echo_child(),
-        (Some(Role::ThroughputHost { count, multi_thread, acp }), _) => if multi_thread {
+        (Some(Role::ThroughputHost { count, multi_thread, delta_bytes, acp }), _) => if multi_thread {
             runtime()
         } else {
             tokio::runtime::Builder::new_current_thread().enable_all().build()
         }
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(scenarios::throughput_host(count, acp)))
+        .and_then(|rt| rt.block_on(scenarios::throughput_host(count, delta_bytes, acp)))
         .map(|report| println!("{}", serde_json::to_string(&report).expect("reports serialize"))),
-        (None, Some(scenario)) => run(scenario, cli.quick, cli.json),
+        (None, Some(Scenario::Scaling)) => scaling(cli.quick, cli.json, cli.plots.as_deref()),
+        (None, Some(scenario)) => run(scenario, cli.quick, cli.json, cli.cancel_runs),
         (None, None) => {
             eprintln!("deputy-bench: name a scenario (see --help)");
             return ExitCode::from(2);
@@ -116,8 +131,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(scenario: Scenario, quick: bool, json: bool) -> anyhow::Result<()> {
-    let bench = Bench::new(if quick { Sizes::QUICK } else { Sizes::FULL })?;
+fn run(scenario: Scenario, quick: bool, json: bool, cancel_runs: Option<usize>) -> anyhow::Result<()> {
+    let mut sizes = if quick { Sizes::QUICK } else { Sizes::FULL };
+    if let Some(runs) = cancel_runs {
+        anyhow::ensure!(runs > 0, "--cancel-runs must be at least 1");
+        sizes.cancels = runs;
+    }
+    let bench = Bench::new(sizes)?;
     let rt = runtime()?;
     let all = scenario == Scenario::All;
     let mut missed = 0;
@@ -164,6 +184,49 @@ fn run(scenario: Scenario, quick: bool, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn scaling(quick: bool, json: bool, plots: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let bench = Bench::new(Sizes::QUICK)?;
+    let sizes = if quick { scaling::ScalingSizes::QUICK } else { scaling::ScalingSizes::FULL };
+    let rt = runtime()?;
+    if !json {
+        println!("{}\n", machine());
+    }
+    if let Some(dir) = plots {
+        // Before the sweeps run, so a bad folder fails at once.
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the plots folder {}", dir.display()))?;
+    }
+    let sweeps = rt.block_on(scaling::all(&bench, sizes))?;
+    for sweep in &sweeps {
+        if json {
+            for mut figure in sweep.figures() {
+                figure.load = Some(load_average());
+                println!("{}", serde_json::to_string(&figure).expect("figures serialize"));
+            }
+        } else {
+            println!("# {}\n{}", load_average(), sweep.markdown());
+            for check in &sweep.checks {
+                println!("{}\n", check.human());
+            }
+        }
+        if let Some(dir) = plots {
+            let path = sweep.write_plot(dir)?;
+            if !json {
+                println!("plot: {}\n", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `load average 0.52 0.40 0.31` (1, 5, 15 minutes), from `/proc/loadavg`:
+/// printed next to the figures, since the machine is shared.
+pub fn load_average() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = avg.split_whitespace().take(3).collect();
+    format!("load average {}", fields.join(" "))
+}
+
 /// One line describing the machine, for the record.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -175,5 +238,5 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("# {cpus} cores, {model}")
+    format!("# {cpus} cores, {model}; {}", load_average())
 }

@@ -57,6 +57,9 @@ pub struct Figure {
     pub met: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// The machine's load average when the figure was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<String>,
 }
 
 impl Figure {
@@ -72,6 +75,7 @@ impl Figure {
             target: None,
             met: None,
             detail: None,
+            load: None,
         }
     }
 

@@ -9,12 +9,18 @@ use ts_rs::TS;
 
 use crate::{ApprovalPolicy, FileChange};
 
+mod decode;
+
 /// Params of the `event` notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct Event {
     /// The id of the submission that caused this event (`""` for events that
     /// belong to no submission, such as `session_configured`).
     pub id: String,
+    // Decoded by `decode::event_msg`: the streaming deltas skip serde's
+    // buffering of internally tagged enums. (Not a doc comment: it would
+    // enter the published schema.)
+    #[serde(deserialize_with = "decode::event_msg")]
     pub msg: EventMsg,
 }
 

@@ -160,7 +160,7 @@ impl ScriptedAgent {
 
     /// `n` sequential `approval/exec` round trips for `["true"]`; nothing runs.
     pub fn ask_approval_only(self, n: u64) -> Self {
-        self.step(Step::AskApprovalOnly { n })
+        self.step(Step::AskApprovalOnly { n, in_flight: None })
     }
 
     /// Exits with `code` at once, like a crash (no `turn_aborted`, no

@@ -88,9 +88,10 @@ pub enum Tool {
     Shell { command: Vec<String>, reason: Option<String> },
     /// `apply_patch {"patch": "*** Begin Patch…"}`: apply a patch.
     ApplyPatch { patch: String },
-    /// `n` approval round trips for a harmless argv, nothing runs (the script
-    /// brain's `ask_approval_only` step, for benchmarks).
-    ApprovalProbe { n: u64 },
+    /// `n` approval round trips for a harmless argv, `in_flight` outstanding
+    /// at a time; nothing runs (the script brain's `ask_approval_only` step,
+    /// for benchmarks).
+    ApprovalProbe { n: u64, in_flight: u64 },
     /// A call the engine cannot run (unknown tool, bad arguments); it answers
     /// the model with `error`.
     Invalid { name: String, arguments: Value, error: String },
@@ -148,7 +149,7 @@ impl ToolCall {
             Tool::Shell { command, reason: None } => json!({ "command": command }),
             Tool::Shell { command, reason: Some(r) } => json!({ "command": command, "reason": r }),
             Tool::ApplyPatch { patch } => json!({ "patch": patch }),
-            Tool::ApprovalProbe { n } => json!({ "n": n }),
+            Tool::ApprovalProbe { n, in_flight } => json!({ "n": n, "in_flight": in_flight }),
             Tool::Invalid { arguments, .. } => arguments.clone(),
         }
     }

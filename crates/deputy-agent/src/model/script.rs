@@ -60,9 +60,14 @@ pub enum Step {
     },
     /// Waits until the turn is interrupted.
     WaitForInterrupt,
-    /// `n` sequential approval round trips; nothing runs; one agent message
-    /// with the counts at the end.
-    AskApprovalOnly { n: u64 },
+    /// `n` approval round trips, `in_flight` (default 1: sequential)
+    /// outstanding at a time; nothing runs; one agent message with the counts
+    /// and the round trip's p50/p99 at the end.
+    AskApprovalOnly {
+        n: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_flight: Option<u64>,
+    },
     /// Writes `stderr`, then exits the process with `code`.
     Exit {
         code: i32,
@@ -182,7 +187,9 @@ impl Player<'_> {
                     self.tool(Tool::Shell { command: command.clone(), reason: reason.clone() });
                 }
                 Step::Patch { patch } => self.tool(Tool::ApplyPatch { patch: patch.clone() }),
-                Step::AskApprovalOnly { n } => self.tool(Tool::ApprovalProbe { n: *n }),
+                Step::AskApprovalOnly { n, in_flight } => {
+                    self.tool(Tool::ApprovalProbe { n: *n, in_flight: in_flight.unwrap_or(1) })
+                }
                 Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
                 Step::TokenCount { input_tokens, output_tokens } => {
                     self.queue.push_back(ModelEvent::Usage(TokenUsage {
@@ -257,6 +264,13 @@ mod tests {
         assert!(e.starts_with("line 3: unknown variant `dance`"), "{e}");
         let e = Scenario::parse("{\"steps\":[{\"type\":\"sleep\"}]}").unwrap_err();
         assert!(e.contains("missing field `ms`"), "{e}");
+        let e =
+            Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":\"many\"}]}")
+                .unwrap_err();
+        assert!(e.starts_with("line 1: invalid type: string \"many\""), "{e}");
+        let s = Scenario::parse("{\"steps\":[{\"type\":\"ask_approval_only\",\"n\":2,\"in_flight\":4}]}")
+            .unwrap();
+        assert_eq!(s.turns[0], vec![Step::AskApprovalOnly { n: 2, in_flight: Some(4) }]);
         let s = Scenario::parse("{\"steps\":[{\"type\":\"hang\"}]}\n{\"steps\":[]}\n").unwrap();
         assert_eq!(s.turns.len(), 2);
     }
