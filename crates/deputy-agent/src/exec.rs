@@ -134,6 +134,9 @@ struct GroupGuard {
     child: Option<Child>,
 }
 
+/// How long a cancelled command's drop waits for its killed processes to die.
+const KILL_WAIT: Duration = Duration::from_millis(200);
+
 impl GroupGuard {
     /// No longer a running tool (its status was collected, or it is being
     /// killed): its leftovers are fair game for [`kill_leftovers`].
@@ -166,10 +169,15 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if self.pgid.is_some() && self.child.is_some() {
+        if let (Some(pid), Some(_)) = (self.pgid, &self.child) {
             // Cancelled while running: freeze and kill its whole tree while
-            // the parent links still lead to everything it started.
-            self.kill_tree();
+            // the parent links still lead to everything it started, and wait
+            // (briefly) until it is dead: the turn reports the command
+            // ended next, and that must be true when the host reads it.
+            let tree = Tree { group: Some(pid), ..Tree::session_leader(pid) };
+            if !deputy_proctree::kill_tree_and_wait(&tree, KILL_WAIT) {
+                tracing::warn!(pid, "a killed command's processes were not dead after {KILL_WAIT:?}");
+            }
             // Still registered: tokio reaps it, not `kill_leftovers`.
             kill_leftovers();
             self.unregister();

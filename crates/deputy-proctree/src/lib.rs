@@ -159,6 +159,33 @@ const FREEZE_ROUNDS: usize = 16;
 /// Cost: one read of `/proc` per round (about 2 ms with a few hundred
 /// processes), usually two rounds.
 pub fn kill_tree(tree: &Tree) -> usize {
+    kill_tree_pids(tree).len()
+}
+
+/// [`kill_tree`], then waits (polling `/proc`, at most `within`) until every
+/// process it killed is dead — a zombie or gone — so a caller that reports
+/// "killed" next is telling the truth even on a loaded machine, where a
+/// SIGKILLed process can take a while to be scheduled and die. Returns
+/// whether they all died in time.
+pub fn kill_tree_and_wait(tree: &Tree, within: std::time::Duration) -> bool {
+    let killed = kill_tree_pids(tree);
+    let deadline = std::time::Instant::now() + within;
+    let dead = |pid: &Pid| match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat).is_none_or(|p| p.is_zombie()),
+        Err(_) => true,
+    };
+    loop {
+        if killed.iter().all(dead) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn kill_tree_pids(tree: &Tree) -> Vec<Pid> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let mut frozen: Vec<Pid> = Vec::new();
@@ -189,7 +216,7 @@ pub fn kill_tree(tree: &Tree) -> usize {
     if !frozen.is_empty() {
         tracing::debug!(root = tree.root, killed = frozen.len(), "killed a process tree");
     }
-    frozen.len()
+    frozen
 }
 
 /// Makes the calling process a child subreaper: orphaned descendants are
