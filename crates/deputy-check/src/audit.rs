@@ -122,12 +122,7 @@ pub(crate) fn schema(recorded: &[Recorded], schemas: &Schemas) -> Checked {
             let value = value.cloned().unwrap_or(Value::Null);
             let violations = schemas.violations(kind, &value);
             if !violations.is_empty() {
-                problems.push(format!(
-                    "`{}`: {kind} {} — {}",
-                    rec.label,
-                    excerpt(value.to_string().as_bytes(), 120),
-                    violations.join(", ")
-                ));
+                problems.push(format!("`{}`: {kind}: {}", rec.label, violations.join(", ")));
             }
         }
     }

@@ -14,15 +14,20 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-/// One validator per root type of the schema (`Event`, `InitializeResult`, …).
+/// One validator per root type of the schema (`Event`, `InitializeResult`, …),
+/// and one per event type, so that a bad event is reported by its field
+/// (`"16 ms" is not of type "integer" at /msg/duration_ms`) rather than as
+/// "not valid under any of the schemas listed in the 'oneOf' keyword".
 pub struct Schemas {
     validators: HashMap<String, jsonschema::Validator>,
+    events: HashMap<String, jsonschema::Validator>,
 }
 
 impl Schemas {
     /// Builds the validators from the generated schema files.
     pub fn new() -> Self {
         let mut validators = HashMap::new();
+        let mut events = HashMap::new();
         for file in deputy_protocol::schema::generate() {
             let Some(name) = file.path.strip_prefix("json/").and_then(|p| p.strip_suffix(".json")) else {
                 continue;
@@ -31,24 +36,64 @@ impl Schemas {
             let validator =
                 jsonschema::validator_for(&schema).expect("the generated schema is a valid schema");
             validators.insert(name.to_owned(), validator);
+            if name == "Event" {
+                events = event_validators(&schema);
+            }
         }
-        Schemas { validators }
+        Schemas { validators, events }
     }
 
     /// The violations of `value` against the schema of `type_name` (empty:
     /// valid), each as "message at /json/path".
     pub fn violations(&self, type_name: &str, value: &Value) -> Vec<String> {
-        match self.validators.get(type_name) {
-            Some(v) => v
-                .iter_errors(value)
-                .map(|e| {
-                    let path = e.instance_path().to_string();
-                    format!("{e} at {}", if path.is_empty() { "/" } else { &path })
-                })
-                .collect(),
-            None => vec![format!("no schema named {type_name}")],
+        let Some(validator) = self.validators.get(type_name) else {
+            return vec![format!("no schema named {type_name}")];
+        };
+        let found = errors(validator, value, "");
+        if found.is_empty() || type_name != "Event" {
+            return found;
+        }
+        // Say which field of a known event type is wrong.
+        let kind = value["msg"]["type"].as_str().unwrap_or_default();
+        match self.events.get(kind) {
+            Some(v) if value["id"].is_string() => {
+                let precise = errors(v, &value["msg"], "/msg");
+                if precise.is_empty() { found } else { precise }
+            }
+            Some(_) => found,
+            None => vec![format!("`{kind}` is no event type of protocol v1 at /msg/type")],
         }
     }
+}
+
+fn errors(validator: &jsonschema::Validator, value: &Value, prefix: &str) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let path = format!("{prefix}{}", e.instance_path());
+            let message = deputy_testkit::wire::excerpt(e.to_string().as_bytes(), 160);
+            format!("{message} at {}", if path.is_empty() { "/" } else { &path })
+        })
+        .collect()
+}
+
+/// A validator per event type: each variant of `EventMsg`'s `oneOf`, with
+/// the Event schema's definitions beside it.
+fn event_validators(event_schema: &Value) -> HashMap<String, jsonschema::Validator> {
+    let defs = &event_schema["$defs"];
+    let mut out = HashMap::new();
+    for variant in defs["EventMsg"]["oneOf"].as_array().into_iter().flatten() {
+        let Some(kind) = variant["properties"]["type"]["const"].as_str() else { continue };
+        let mut schema = variant.clone();
+        schema["$defs"] = defs.clone();
+        if let Some(dialect) = event_schema.get("$schema") {
+            schema["$schema"] = dialect.clone();
+        }
+        if let Ok(v) = jsonschema::validator_for(&schema) {
+            out.insert(kind.to_owned(), v);
+        }
+    }
+    out
 }
 
 impl Default for Schemas {
@@ -71,9 +116,17 @@ mod tests {
             "exit_code": 0, "duration_ms": "12 ms", "output": "", "truncated": false, "timed_out": false,
             "interrupted": false}});
         let v = s.violations("Event", &bad);
-        assert!(!v.is_empty());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("\"12 ms\" is not of type \"integer\"") && v[0].ends_with("at /msg/duration_ms"),
+            "{v:?}"
+        );
         let unknown = json!({"id": "t", "msg": {"type": "deputy_check_unknown"}});
-        assert!(!s.violations("Event", &unknown).is_empty());
+        assert_eq!(
+            s.violations("Event", &unknown),
+            ["`deputy_check_unknown` is no event type of protocol v1 at /msg/type"]
+        );
+        assert!(!s.violations("Event", &json!({"msg": {"type": "task_started", "turn_id": "t"}})).is_empty());
         assert!(
             s.violations("InitializeResult", &json!({"protocol_version": 1}))
                 .iter()

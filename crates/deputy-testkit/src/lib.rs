@@ -42,9 +42,11 @@
 //! Limits: Linux (elsewhere [`ScriptedAgent::command`] panics saying so:
 //! use [`ScriptedAgent::scenario_jsonl`] with an installed `deputy agent
 //! --model script --scenario FILE`); the script travels as one argument
-//! (at most 128 KiB on Linux); a private Deputy home is used and removed at
-//! exit unless [`ScriptedAgent::home`] names one (a `hang` step, which only
-//! a kill ends, leaves its few files in the temp dir).
+//! (at most 128 KiB on Linux); a private Deputy home is used (under the temp
+//! dir, `deputy-testkit-agent-PID-…`) unless [`ScriptedAgent::home`] names
+//! one. It is removed when the agent exits; one left by an agent that was
+//! killed (every host's cancel ladder ends with a kill) is removed by the
+//! next scripted agent that starts, once its process is gone.
 //!
 //! # Dependencies
 //!

@@ -286,6 +286,29 @@ extern "C" fn entry_hook() {
     std::process::exit(code);
 }
 
+/// The scratch directories' names: this, the agent's pid, `-`, a time.
+const SCRATCH_PREFIX: &str = "deputy-testkit-agent-";
+
+/// Removes the scratch directories of scripted agents that are gone: an
+/// agent killed by its host (the end of every cancel ladder) cannot clean up
+/// after itself, and one that exits may race its own writer threads. Only
+/// directories whose process no longer exists are touched.
+fn sweep_dead_scratch(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<libc::pid_t>().ok()) else { continue };
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Where the private home and the scenario live, removed at exit.
 static SCRATCH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -308,8 +331,10 @@ fn serve(config: &[u8]) -> i32 {
             return 2;
         }
     };
-    let scratch = std::env::temp_dir().join(format!(
-        "deputy-testkit-agent-{}-{}",
+    let tmp = std::env::temp_dir();
+    sweep_dead_scratch(&tmp);
+    let scratch = tmp.join(format!(
+        "{SCRATCH_PREFIX}{}-{}",
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     ));

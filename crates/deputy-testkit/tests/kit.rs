@@ -239,3 +239,37 @@ fn asserting_on_a_running_agent_is_an_error_and_drop_kills_it() {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
 }
+
+fn scratch_dirs(tmp: &std::path::Path, pid: u32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().unwrap().to_string_lossy().starts_with(&format!("deputy-testkit-agent-{pid}-"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_agents_private_home_is_swept_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = ScriptedAgent::new().hang().command();
+    cmd.env("TMPDIR", tmp.path());
+    let mut first = AgentUnderTest::spawn(cmd).unwrap();
+    first.initialize().unwrap();
+    let pid = first.pid();
+    assert_eq!(scratch_dirs(tmp.path(), pid).len(), 1);
+    first.kill();
+    assert_eq!(scratch_dirs(tmp.path(), pid).len(), 1, "a killed agent cannot clean up");
+
+    let mut cmd = ScriptedAgent::new().command();
+    cmd.env("TMPDIR", tmp.path());
+    let mut second = AgentUnderTest::spawn(cmd).unwrap();
+    second.initialize().unwrap();
+    assert!(scratch_dirs(tmp.path(), pid).is_empty(), "swept when the next agent started");
+    let pid2 = second.pid();
+    second.close_stdin();
+    second.wait_exit().unwrap();
+    assert!(scratch_dirs(tmp.path(), pid2).is_empty(), "removed at a clean exit");
+}
