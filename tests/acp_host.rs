@@ -259,6 +259,19 @@ fn find_sleep(root: u32, seconds: &str) -> Option<u32> {
     })
 }
 
+/// Starts a turn running `sleep 30` and waits until it runs: its turn id
+/// and the sleep's pid.
+async fn start_sleep_30(conv: &mut Conversation) -> (String, u32) {
+    let turn = conv.submit(Op::text("run sleep 30")).await.unwrap();
+    while !matches!(next(conv).await.msg, EventMsg::ExecCommandBegin { .. }) {}
+    let mut sleep = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        sleep = find_sleep(conv.pid(), "30");
+        sleep.is_some()
+    }));
+    (turn, sleep.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_during_a_command_aborts_the_turn_and_the_command_dies() {
     if skip_node_tests() {
@@ -273,25 +286,12 @@ async fn interrupt_during_a_command_aborts_the_turn_and_the_command_dies() {
     )
     .await
     .unwrap();
-    let turn = conv.submit(Op::text("run sleep 30")).await.unwrap();
-    loop {
-        if matches!(next(&mut conv).await.msg, EventMsg::ExecCommandBegin { .. }) {
-            break;
-        }
-    }
-    let mut sleep = None;
-    assert!(wait_until(Duration::from_secs(10), || {
-        sleep = find_sleep(conv.pid(), "30");
-        sleep.is_some()
-    }));
+    let (turn, sleep) = start_sleep_30(&mut conv).await;
     conv.submit(Op::Interrupt).await.unwrap();
     let events = turn_events(&mut conv, &turn).await;
     assert!(events.iter().any(|e| matches!(e, EventMsg::ExecCommandEnd { .. })), "{events:?}");
     assert!(matches!(events.last(), Some(EventMsg::TurnAborted { .. })), "{events:?}");
-    assert!(
-        wait_until(Duration::from_secs(5), || !alive(sleep.unwrap())),
-        "the command outlived the interrupt"
-    );
+    assert!(wait_until(Duration::from_secs(5), || !alive(sleep)), "the command outlived the interrupt");
     // The session goes on.
     let turn = conv.submit(Op::text("still here?")).await.unwrap();
     let events = turn_events(&mut conv, &turn).await;
@@ -313,18 +313,7 @@ async fn a_stubborn_agent_is_killed_with_its_tree_within_the_budget() {
             .await
             .unwrap();
     let agent_pid = conv.pid();
-    let turn = conv.submit(Op::text("run sleep 30")).await.unwrap();
-    let _ = turn;
-    loop {
-        if matches!(next(&mut conv).await.msg, EventMsg::ExecCommandBegin { .. }) {
-            break;
-        }
-    }
-    let mut sleep = None;
-    assert!(wait_until(Duration::from_secs(10), || {
-        sleep = find_sleep(agent_pid, "30");
-        sleep.is_some()
-    }));
+    let (_turn, sleep) = start_sleep_30(&mut conv).await;
     let grandchild: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(alive(grandchild));
     let started = Instant::now();
@@ -335,7 +324,7 @@ async fn a_stubborn_agent_is_killed_with_its_tree_within_the_budget() {
     assert!(took >= Duration::from_millis(200), "killed before the drain window ended: {took:?}");
     assert!(!alive(agent_pid), "the agent survived");
     assert!(!alive(grandchild), "the agent's grandchild (its own session) survived");
-    assert!(!alive(sleep.unwrap()), "the running command survived");
+    assert!(!alive(sleep), "the running command survived");
     eprintln!("stubborn ACP agent: tree dead and reaped {took:?} after cancel");
 }
 
