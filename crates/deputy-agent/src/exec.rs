@@ -175,9 +175,7 @@ impl Drop for GroupGuard {
             // (briefly) until it is dead: the turn reports the command
             // ended next, and that must be true when the host reads it.
             let tree = Tree { group: Some(pid), ..Tree::session_leader(pid) };
-            if !deputy_proctree::kill_tree_and_wait(&tree, KILL_WAIT) {
-                tracing::warn!(pid, "a killed command's processes were not dead after {KILL_WAIT:?}");
-            }
+            deputy_proctree::kill_tree_and_wait(&tree, KILL_WAIT);
             // Still registered: tokio reaps it, not `kill_leftovers`.
             kill_leftovers();
             self.unregister();

@@ -32,6 +32,10 @@ use deputy_proctree::Tree;
 use crate::command::AgentCommand;
 use crate::error::HostError;
 
+/// How long a tree kill waits for the killed processes to die (well inside
+/// the ladder's kill reserve).
+const KILL_WAIT: Duration = Duration::from_millis(100);
+
 /// A spawned agent and its three pipes (already registered with tokio).
 pub(crate) struct AgentProcess {
     pub child: ChildProc,
@@ -161,7 +165,9 @@ impl ChildProc {
             return 0;
         }
         let pid = self.pid as libc::pid_t;
-        let killed = deputy_proctree::kill_tree(&Tree::session_leader(pid));
+        // Waits (briefly) until the killed processes are dead: the ending
+        // reported next says the tree is gone, and must be true when read.
+        let killed = deputy_proctree::kill_tree_and_wait(&Tree::session_leader(pid), KILL_WAIT);
         // SAFETY: plain syscall on a pid we own and have not reaped (for
         // systems without /proc, where the tree kill is the group kill only).
         unsafe { libc::kill(pid, libc::SIGKILL) };

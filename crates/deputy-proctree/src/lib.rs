@@ -165,24 +165,24 @@ pub fn kill_tree(tree: &Tree) -> usize {
 /// [`kill_tree`], then waits (polling `/proc`, at most `within`) until every
 /// process it killed is dead — a zombie or gone — so a caller that reports
 /// "killed" next is telling the truth even on a loaded machine, where a
-/// SIGKILLed process can take a while to be scheduled and die. Returns
-/// whether they all died in time.
-pub fn kill_tree_and_wait(tree: &Tree, within: std::time::Duration) -> bool {
+/// SIGKILLed process can take a while to be scheduled and die. Returns how
+/// many processes were killed; a warning is logged if some were still
+/// alive at the end of `within`.
+pub fn kill_tree_and_wait(tree: &Tree, within: std::time::Duration) -> usize {
     let killed = kill_tree_pids(tree);
     let deadline = std::time::Instant::now() + within;
     let dead = |pid: &Pid| match std::fs::read(format!("/proc/{pid}/stat")) {
         Ok(stat) => parse_stat(&stat).is_none_or(|p| p.is_zombie()),
         Err(_) => true,
     };
-    loop {
-        if killed.iter().all(dead) {
-            return true;
-        }
+    while !killed.iter().all(dead) {
         if std::time::Instant::now() >= deadline {
-            return false;
+            tracing::warn!(root = tree.root, ?within, "killed processes were not dead in time");
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    killed.len()
 }
 
 fn kill_tree_pids(tree: &Tree) -> Vec<Pid> {
