@@ -248,14 +248,24 @@ impl Acp {
         ));
         // The first poll queues the line: a prompt that cannot be sent
         // (too large, the agent gone) is the caller's error.
-        if let std::task::Poll::Ready(Err(e)) = futures::poll!(&mut answer) {
-            lock(&self.state).turn = None;
-            return Err(submit_error(shared, acp::SESSION_PROMPT, e).await);
-        }
+        // A future must not be polled again once it is ready: keep the
+        // first poll's answer, if it came at once.
+        let early = match futures::poll!(&mut answer) {
+            std::task::Poll::Ready(Err(e)) => {
+                lock(&self.state).turn = None;
+                return Err(submit_error(shared, acp::SESSION_PROMPT, e).await);
+            }
+            std::task::Poll::Ready(Ok(result)) => Some(result),
+            std::task::Poll::Pending => None,
+        };
         let dialect = self.self_ref();
         let id = turn_id.clone();
         tokio::spawn(async move {
-            let end = match answer.await {
+            let answered = match early {
+                Some(result) => Ok(result),
+                None => answer.await,
+            };
+            let end = match answered {
                 Ok(result) => TurnEnd::Stopped(client::stop_reason_of(&result)),
                 Err(RpcError::Remote(error)) => {
                     TurnEnd::Failed(format!("the agent failed the prompt: {error}"))
