@@ -197,8 +197,9 @@ pub async fn run(args: ChatArgs) -> i32 {
 
     // The same agent flags, so the hint resumes with the same agent.
     let mut agent_flags = String::new();
-    if args.agent.agent_protocol == super::AgentProtocolArg::Acp {
-        agent_flags.push_str(" --agent-protocol acp");
+    let protocol = args.agent.protocol();
+    if protocol != deputy_host::AgentProtocol::Deputy {
+        agent_flags.push_str(&format!(" --agent-protocol {}", protocol.name()));
     }
     if let Some(agent) = &args.agent.agent {
         agent_flags

@@ -107,11 +107,14 @@ pub struct AgentArgs {
     #[arg(long, value_name = "COMMAND")]
     pub agent: Option<String>,
 
-    /// The protocol the agent speaks: `deputy` (Deputy's own) or `acp` (the
+    /// The protocol the agent speaks: `deputy` (Deputy's own), `acp` (the
     /// Agent Client Protocol: Gemini CLI `--acp`, Codex and Claude Code ACP
-    /// adapters, …; without --agent, `deputy agent --protocol acp`). Over
-    /// ACP the agent uses its own model and sandbox, and decides when to ask:
-    /// --model, --sandbox, --network, --fork are refused; --resume takes a
+    /// adapters, …; without --agent, `deputy agent --protocol acp`), `codex`
+    /// (OpenAI Codex's app-server; without --agent, `codex app-server` from
+    /// PATH) or `claude` (Claude Code; without --agent, `claude` from PATH,
+    /// and Deputy adds its stream-json flags). These agents use their own
+    /// model and configuration, and decide when to ask: --model, --network,
+    /// --fork are refused (--sandbox too, but for codex); --resume takes a
     /// session id.
     #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "deputy")]
     pub agent_protocol: AgentProtocolArg,
@@ -176,6 +179,8 @@ pub struct SessionArgs {
 pub enum AgentProtocolArg {
     Deputy,
     Acp,
+    Codex,
+    Claude,
 }
 
 impl AgentArgs {
@@ -184,6 +189,8 @@ impl AgentArgs {
         match self.agent_protocol {
             AgentProtocolArg::Deputy => AgentProtocol::Deputy,
             AgentProtocolArg::Acp => AgentProtocol::Acp,
+            AgentProtocolArg::Codex => AgentProtocol::Codex,
+            AgentProtocolArg::Claude => AgentProtocol::Claude,
         }
     }
 }
@@ -231,13 +238,20 @@ pub fn agent_and_session(
             command.args(args);
             command
         }
-        None => {
-            let mut command = AgentCommand::deputy_agent();
-            if agent.agent_protocol == AgentProtocolArg::Acp {
+        None => match agent.agent_protocol {
+            AgentProtocolArg::Deputy => AgentCommand::deputy_agent(),
+            AgentProtocolArg::Acp => {
+                let mut command = AgentCommand::deputy_agent();
                 command.args(["--protocol", "acp"]);
+                command
             }
-            command
-        }
+            AgentProtocolArg::Codex => {
+                let mut command = AgentCommand::new("codex");
+                command.arg("app-server");
+                command
+            }
+            AgentProtocolArg::Claude => AgentCommand::new("claude"),
+        },
     };
     let mut command = command;
     if let Some(home) = &agent.home {

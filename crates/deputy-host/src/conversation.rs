@@ -12,7 +12,7 @@ use deputy_protocol::{
     Event, EventMsg, InitializeResult, Op, ReviewDecision, SessionStartResult, Submission, TokenUsageInfo,
 };
 use deputy_rpc::{Connection, ErrorObject, Peer, RpcError};
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::TryAcquireError;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -143,6 +143,8 @@ pub(crate) enum Fault {
         what: String,
     },
     Protocol(String),
+    /// The agent could not start the session (a foreign agent's own words).
+    Failed(String),
     StdoutClosed,
     Rpc(Arc<RpcError>),
 }
@@ -156,6 +158,7 @@ impl Fault {
             Fault::Version(host, agent) => HostError::ProtocolVersion { host, agent },
             Fault::Unsupported { protocol, what } => HostError::Unsupported { protocol, what },
             Fault::Protocol(detail) => HostError::ProtocolViolation { detail, stderr_tail },
+            Fault::Failed(detail) => HostError::AgentFailed { detail, stderr_tail },
             Fault::StdoutClosed => HostError::StdoutClosed { stderr_tail },
             Fault::Rpc(e) => HostError::Rpc(e),
         }
@@ -282,7 +285,7 @@ impl Shared {
         }
     }
 
-    fn request_kill(&self, fault: Fault) {
+    pub(crate) fn request_kill(&self, fault: Fault) {
         let mut slot = self.kill_fault.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() && !self.kill_req.is_cancelled() {
             *slot = Some(fault);
@@ -323,20 +326,79 @@ impl Shared {
 // ---------------------------------------------------------------------------
 // Event path.
 
+/// Room in the caller's event channel, counted in events (not batches: a
+/// batch holds one event or hundreds), so that at most `event_capacity`
+/// events wait for the caller whatever the batches, and a caller that
+/// reads slowly slows the agent down only once that many wait.
+pub(crate) struct EventRoom {
+    permits: tokio::sync::Semaphore,
+    capacity: usize,
+}
+
+impl EventRoom {
+    fn new(capacity: usize) -> Self {
+        EventRoom { permits: tokio::sync::Semaphore::new(capacity), capacity }
+    }
+
+    /// The permits a batch of `len` events takes (a batch larger than the
+    /// whole room takes all of it).
+    fn needed(&self, len: usize) -> u32 {
+        len.min(self.capacity) as u32
+    }
+}
+
+/// The caller's end of the event channel: gives the room back as batches
+/// are taken, and closes it when dropped (a flush waiting for room stops).
+struct EventReceiver {
+    rx: mpsc::UnboundedReceiver<Vec<Event>>,
+    room: Arc<EventRoom>,
+}
+
+impl EventReceiver {
+    fn taken(&self, batch: Vec<Event>) -> Vec<Event> {
+        self.room.permits.add_permits(self.room.needed(batch.len()) as usize);
+        batch
+    }
+
+    async fn recv(&mut self) -> Option<Vec<Event>> {
+        let batch = self.rx.recv().await?;
+        Some(self.taken(batch))
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<Event>> {
+        let batch = self.rx.try_recv().ok()?;
+        Some(self.taken(batch))
+    }
+
+    fn close(&mut self) {
+        self.rx.close();
+        self.room.permits.close();
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        self.room.permits.close();
+    }
+}
+
 /// Owned by the router only, so the caller's channel closes when the
 /// connection's tasks end.
 pub(crate) struct EventSink {
-    /// Batches of events, so the consumer is woken once per batch.
-    tx: mpsc::Sender<Vec<Event>>,
-    /// The most events one batch holds (the channel holds
-    /// `ceil(event_capacity / batch_max)` batches, so at most about
-    /// `event_capacity` events wait in it).
+    /// Batches of events, so the consumer is woken once per batch; bounded
+    /// by `room`, in events.
+    tx: mpsc::UnboundedSender<Vec<Event>>,
+    room: Arc<EventRoom>,
+    /// The most events one batch holds.
     batch_max: usize,
     filter: EventFilter,
     shared: Arc<Shared>,
     one_shot: bool,
     /// One-shot: the turn ended, nothing more is forwarded.
     done: AtomicBool,
+    /// One-shot: the turn's end was taken; the next flush hands it over,
+    /// then asks for the shutdown.
+    one_shot_ended: AtomicBool,
     /// Events of the current rpc batch (one read from the agent), handed to
     /// the caller's channel together at the batch's end: a consumer faster
     /// than the decoder is then woken once per batch, not once per event
@@ -355,6 +417,16 @@ impl Drop for EventSink {
 
 impl EventSink {
     pub(crate) async fn deliver(&self, event: Event) {
+        if self.push(event) {
+            self.flush().await;
+        }
+    }
+
+    /// Takes `event` into the batch being built, without handing it over;
+    /// true when the batch should be flushed now (it is full, or it ends a
+    /// one-shot turn). For callers that must order events while holding a
+    /// lock (a foreign dialect's session), and flush after.
+    pub(crate) fn push(&self, event: Event) -> bool {
         match &event.msg {
             EventMsg::TokenCount { info: Some(info) } => self.shared.set_usage(*info),
             EventMsg::SessionConfigured { token_usage, .. } => {
@@ -368,42 +440,52 @@ impl EventSink {
             _ => {}
         }
         if self.done.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let ends_one_shot = self.one_shot && event.msg.ends_turn();
+        let mut flush = false;
         if self.filter.passes(&event.msg) {
-            let buffered = {
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                pending.push(event);
-                pending.len()
-            };
-            if ends_one_shot || buffered >= self.batch_max {
-                self.flush().await;
-            }
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.push(event);
+            flush = ends_one_shot || pending.len() >= self.batch_max;
         }
         if ends_one_shot {
+            // Nothing after the turn's end is forwarded; the shutdown is
+            // asked once the end was handed over (see `flush`).
             self.done.store(true, Ordering::Relaxed);
-            self.shared.shutdown_req.cancel();
+            self.one_shot_ended.store(true, Ordering::Release);
+            flush = true;
         }
+        flush
     }
 
-    /// Hands the buffered events to the caller's channel, in order, as one batch.
+    /// Flushes in the background (for callers that cannot wait for room:
+    /// the caller may read only after they return).
+    pub(crate) fn flush_soon(self: &Arc<Self>) {
+        let sink = Arc::clone(self);
+        tokio::spawn(async move { sink.flush().await });
+    }
+
     /// Takes `event` now, in order with everything delivered before and
     /// after it, without waiting for room in the caller's channel: it is
     /// handed over by a flush started in the background (for events a
     /// dialect makes up on the caller's task, e.g. ACP's `task_started`,
     /// which must not wait for a caller that is not reading yet).
     pub(crate) fn deliver_now(self: &Arc<Self>, event: Event) {
-        if self.done.load(Ordering::Relaxed) || !self.filter.passes(&event.msg) {
-            return;
-        }
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(event);
-        let sink = Arc::clone(self);
-        tokio::spawn(async move { sink.flush().await });
+        self.push(event);
+        self.flush_soon();
     }
 
+    /// Hands the buffered events to the caller's channel, in order, as one batch.
     pub(crate) async fn flush(&self) {
         let _order = self.flushing.lock().await;
+        self.hand_over().await;
+        if self.one_shot_ended.swap(false, Ordering::AcqRel) {
+            self.shared.shutdown_req.cancel();
+        }
+    }
+
+    async fn hand_over(&self) {
         let events = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if events.is_empty() {
             return;
@@ -413,9 +495,15 @@ impl EventSink {
             self.shared.keep_for_ending(events);
             return;
         }
-        match self.tx.try_send(events) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(events)) => {
+        let room = self.room.needed(events.len());
+        match self.room.permits.try_acquire_many(room) {
+            Ok(permits) => {
+                permits.forget();
+                // Fails only if the caller dropped its end: nobody to tell.
+                let _ = self.tx.send(events);
+            }
+            Err(TryAcquireError::Closed) => {}
+            Err(TryAcquireError::NoPermits) => {
                 // Wait for room (backpressure), but never past the start of
                 // an ending: a consumer that stopped reading must not wedge
                 // us. Then the events are kept aside instead of lost.
@@ -424,15 +512,13 @@ impl EventSink {
                     self.shared.keep_for_ending(events);
                     return;
                 }
-                let permit = tokio::select! {
+                tokio::select! {
                     biased;
-                    permit = self.tx.reserve() => permit.ok(),
-                    () = drain.cancelled() => None,
-                };
-                match permit {
-                    Some(permit) => permit.send(events),
-                    None if !self.tx.is_closed() => self.shared.keep_for_ending(events),
-                    None => {}
+                    permits = self.room.permits.acquire_many(room) => if let Ok(permits) = permits {
+                        permits.forget();
+                        let _ = self.tx.send(events);
+                    },
+                    () = drain.cancelled() => self.shared.keep_for_ending(events),
                 }
             }
         }
@@ -624,10 +710,14 @@ impl Supervisor {
             );
             let answers = self.dialect.ending(&self.peer, interrupt, id);
             let peer = self.peer.clone();
+            let eof_now = !self.dialect.closes_input_itself();
             let requests = async move {
                 // Polled after the requests (`join!` polls in order), so the
                 // flush covers both lines; then the agent's stdin is closed.
                 let eof = async move {
+                    if !eof_now {
+                        return;
+                    }
                     if let Err(e) = peer.flush().await {
                         debug!(error = %e, "the agent's stdin is gone");
                     }
@@ -647,6 +737,7 @@ impl Supervisor {
             .is_ok();
             if !exited {
                 // 3. The deadline: kill the tree, reap, abort the reader.
+                self.dialect.killed();
                 self.conn.abort();
                 let status = self.finalize().await;
                 return Outcome { ending: Ending::Killed { status, elapsed: start.elapsed() }, error: None };
@@ -666,6 +757,7 @@ impl Supervisor {
         let start = Instant::now();
         self.shared.drain.cancel();
         self.child.kill_tree();
+        self.dialect.killed();
         self.conn.abort();
         let status = self.finalize().await;
         let error = fault.into_error(self.stderr_tail.snapshot());
@@ -785,7 +877,7 @@ pub(crate) async fn submit_error(shared: &Shared, method: &'static str, e: RpcEr
 /// [`shutdown`](Self::shutdown), the agent exiting or misbehaving, or drop
 /// (which SIGKILLs the agent's tree synchronously).
 pub struct Conversation {
-    events: mpsc::Receiver<Vec<Event>>,
+    events: EventReceiver,
     /// The rest of the batch last received, in order.
     ready: std::collections::VecDeque<Event>,
     submitter: Submitter,
@@ -833,6 +925,17 @@ impl Conversation {
         if cancel.is_cancelled() {
             return Err(HostError::Cancelled);
         }
+        let dialect = config.protocol.dialect(&config);
+        let extra = dialect.launch_args();
+        let launched;
+        let command = if extra.is_empty() {
+            command
+        } else {
+            let mut with = command.clone();
+            with.args(extra);
+            launched = with;
+            &launched
+        };
         let agent = process::spawn(command)?;
         let child = Arc::new(agent.child);
         let pid = child.pid();
@@ -841,19 +944,22 @@ impl Conversation {
         let stderr_task = stderr::spawn_drain(agent.stderr, Arc::clone(&tail), pid);
         let capacity = config.event_capacity.max(1);
         let batch_max = capacity.min(MAX_EVENT_BATCH);
-        let (tx, events) = mpsc::channel(capacity.div_ceil(batch_max));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(EventRoom::new(capacity));
+        let events = EventReceiver { rx, room: Arc::clone(&room) };
         let sink = Arc::new(EventSink {
             tx,
+            room,
             batch_max,
             filter: config.event_filter.clone(),
             shared: Arc::clone(&shared),
             one_shot,
             done: AtomicBool::new(false),
+            one_shot_ended: AtomicBool::new(false),
             pending: std::sync::Mutex::new(Vec::new()),
             flushing: tokio::sync::Mutex::new(()),
         });
         let hub = Arc::new(ApprovalHub { approver, shared: Arc::clone(&shared) });
-        let dialect = config.protocol.dialect(&config);
         // Any invalid input on the agent's stdout is a protocol violation.
         let protocol = ProtocolSignal::default();
         let violation = protocol.clone();
@@ -999,7 +1105,7 @@ impl Conversation {
     /// An event if one is ready.
     pub fn try_next_event(&mut self) -> Option<Event> {
         if self.ready.is_empty()
-            && let Ok(batch) = self.events.try_recv()
+            && let Some(batch) = self.events.try_recv()
         {
             self.ready.extend(batch);
         }

@@ -80,6 +80,15 @@ pub enum HostError {
         /// The end of its stderr.
         stderr_tail: String,
     },
+    /// The agent could not start the session, in its own words (a foreign
+    /// agent refused its handshake, or exited during it); it was killed.
+    #[error("the agent could not start the session: {detail}{}", Tail(stderr_tail))]
+    AgentFailed {
+        /// What went wrong.
+        detail: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
     /// The agent answered a request (e.g. `submit`) with an error.
     #[error("the agent rejected `{method}`: {error}")]
     Rejected {
@@ -131,7 +140,8 @@ impl HostError {
             | HostError::Handshake { stderr_tail, .. }
             | HostError::AgentExited { stderr_tail, .. }
             | HostError::StdoutClosed { stderr_tail }
-            | HostError::ProtocolViolation { stderr_tail, .. } => Some(stderr_tail),
+            | HostError::ProtocolViolation { stderr_tail, .. }
+            | HostError::AgentFailed { stderr_tail, .. } => Some(stderr_tail),
             _ => None,
         }
     }

@@ -125,6 +125,10 @@ pub enum RpcError {
         /// The limit.
         limit: usize,
     },
+    /// A line for [`Peer::send_line`](crate::Peer::send_line) holds a line
+    /// break: nothing was written.
+    #[error("the line holds a line break: not sent")]
+    LineBreak,
     /// The params could not be serialized.
     #[error("failed to encode params: {0}")]
     Encode(#[source] serde_json::Error),

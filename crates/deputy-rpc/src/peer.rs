@@ -459,11 +459,17 @@ impl Peer {
             notification_handlers.push((method, handler));
         }
         let batch_end = router.batch_end.take();
+        // Line mode: the line handler is one more dispatcher handler.
+        let lines = router.lines.take().map(|handler| {
+            notification_handlers.push(("(line)", handler));
+            notification_handlers.len() - 1
+        });
         let state = ReaderState::new(
             Arc::clone(&inner),
             peer.clone(),
             router,
             notification_index,
+            lines,
             notif_tx,
             Arc::clone(&permits),
         );
@@ -633,6 +639,33 @@ impl Peer {
             let line = encoded.map_err(RpcError::Encode)?;
             let inner = peer.inner();
             inner.check_outgoing_size(&method, &line)?;
+            if inner.write_refused.load(Ordering::Acquire) {
+                return Err(inner.write_error());
+            }
+            peer.handle.tx.send(Out::Line(line)).await.map_err(|_| inner.write_error())
+        }
+    }
+
+    /// Line mode ([`Router::lines`](crate::Router::lines)): queues `line`
+    /// (one JSON value; the newline is added) after everything queued
+    /// before, waiting for room (backpressure). Fails like
+    /// [`notify`](Self::notify): once the write side is closed, or with
+    /// [`RpcError::MessageTooLarge`] over the peer's limit; a line that
+    /// holds a line break is refused too ([`RpcError::LineBreak`]), as the
+    /// peer would read it as two.
+    pub fn send_line(
+        &self,
+        line: impl Into<String>,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send + 'static {
+        let peer = self.clone();
+        let mut line = line.into().into_bytes();
+        async move {
+            if line.iter().any(|&b| b == b'\n' || b == b'\r') {
+                return Err(RpcError::LineBreak);
+            }
+            line.push(b'\n');
+            let inner = peer.inner();
+            inner.check_outgoing_size("(line)", &line)?;
             if inner.write_refused.load(Ordering::Acquire) {
                 return Err(inner.write_error());
             }

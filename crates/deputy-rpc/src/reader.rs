@@ -73,6 +73,8 @@ pub(crate) struct ReaderState {
     router: Router,
     /// Notification method → index of its handler in the dispatcher.
     notification_index: HashMap<&'static str, usize>,
+    /// Line mode ([`Router::lines`]): the index of the line handler.
+    lines: Option<usize>,
     /// To the dispatcher: batches of notifications.
     notif_tx: mpsc::UnboundedSender<NotificationBatch>,
     /// One permit per notification queued and not yet handled.
@@ -123,6 +125,7 @@ impl ReaderState {
         peer: Peer,
         router: Router,
         notification_index: HashMap<&'static str, usize>,
+        lines: Option<usize>,
         notif_tx: mpsc::UnboundedSender<NotificationBatch>,
         permits: Arc<Semaphore>,
     ) -> Self {
@@ -131,6 +134,7 @@ impl ReaderState {
             peer,
             router,
             notification_index,
+            lines,
             notif_tx,
             permits,
             credits: 0,
@@ -219,7 +223,11 @@ impl ReaderState {
                 match frame {
                     Frame::Line(line) => {
                         trace!(line = %String::from_utf8_lossy(line), "<-");
-                        if let Flow::Stop = self.handle_line(line).await {
+                        let flow = match self.lines {
+                            Some(handler) => self.queue(handler, Some(&String::from_utf8_lossy(line))).await,
+                            None => self.handle_line(line).await,
+                        };
+                        if let Flow::Stop = flow {
                             return ReaderEnd::Stopped;
                         }
                     }
@@ -232,7 +240,10 @@ impl ReaderState {
                         if let Some(hook) = &inner.config.on_invalid {
                             hook(&InvalidInput::new(&error, framer.oversized_head(), len));
                         }
-                        if let Flow::Stop = self.reply(encode_error(None, &error)).await {
+                        // In line mode the peer would not understand an answer.
+                        if self.lines.is_none()
+                            && let Flow::Stop = self.reply(encode_error(None, &error)).await
+                        {
                             return ReaderEnd::Stopped;
                         }
                     }
@@ -246,6 +257,9 @@ impl ReaderState {
             };
             match read {
                 Ok(0) => {
+                    if let Flow::Stop = self.end_of_lines().await {
+                        return ReaderEnd::Stopped;
+                    }
                     self.flush_notifications();
                     self.cancel_unanswerable().await;
                     return match framer.finish() {
@@ -265,6 +279,10 @@ impl ReaderState {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!(error = %e, "read error");
+                    if let Flow::Stop = self.end_of_lines().await {
+                        return ReaderEnd::Stopped;
+                    }
+                    self.flush_notifications();
                     self.cancel_unanswerable().await;
                     inner.read_ended(|| format!("read error: {e}"));
                     return ReaderEnd::Error(e);
@@ -422,6 +440,20 @@ impl ReaderState {
             debug!(method, "ignoring a notification with no handler");
             return Flow::Continue;
         };
+        self.queue(handler, params.map(RawValue::get)).await
+    }
+
+    /// Line mode: tells the line handler the input ended (`None`).
+    async fn end_of_lines(&mut self) -> Flow {
+        match self.lines {
+            Some(handler) => self.queue(handler, None).await,
+            None => Flow::Continue,
+        }
+    }
+
+    /// Queues a call of the dispatcher's handler `handler` with `params`,
+    /// taking a permit (waiting for one when the dispatcher lags).
+    async fn queue(&mut self, handler: usize, params: Option<&str>) -> Flow {
         if self.credits == 0 {
             // Take permits in groups: one atomic operation per group, not per message.
             let group = CREDIT_GROUP.min(self.inner.config.notification_capacity);
@@ -456,7 +488,7 @@ impl ReaderState {
                 batch.text.reserve(crate::framing::READ_CHUNK);
             }
             let start = batch.text.len();
-            batch.text.push_str(p.get());
+            batch.text.push_str(p);
             start..batch.text.len()
         });
         batch.jobs.push(Job::Notify(handler, range));

@@ -100,6 +100,8 @@ pub struct Router {
     pub(crate) notifications: HashMap<&'static str, Box<NotificationFn>>,
     pub(crate) fallback: Option<Box<FallbackFn>>,
     pub(crate) batch_end: Option<Box<BatchEndFn>>,
+    /// Line mode ([`Router::lines`]): the handler of every line.
+    pub(crate) lines: Option<Box<NotificationFn>>,
 }
 
 impl fmt::Debug for Router {
@@ -113,6 +115,7 @@ impl fmt::Debug for Router {
             .field("notifications", &notifications)
             .field("fallback", &self.fallback.is_some())
             .field("batch_end", &self.batch_end.is_some())
+            .field("lines", &self.lines.is_some())
             .finish()
     }
 }
@@ -194,6 +197,34 @@ impl Router {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.batch_end = Some(Box::new(move || Box::pin(f()) as BoxFuture<()>));
+        self
+    }
+
+    /// Line mode, for peers whose newline-delimited JSON is not JSON-RPC 2.0
+    /// (Codex's app-server leaves out `jsonrpc`; Claude Code's stream-json
+    /// is not JSON-RPC at all), so that they get this crate's transport —
+    /// framing, line limit, bounded queues with backpressure, ordered
+    /// writes, half-close — while the caller speaks their protocol.
+    ///
+    /// `f` gets every line the peer writes, whole (terminator removed,
+    /// invalid UTF-8 replaced by U+FFFD), as `Some(line)`, and `None` once at
+    /// the end of input (EOF or a read error; not after a local close or an
+    /// abort). It runs on the dispatcher like a notification handler: one at
+    /// a time, in order, at most `notification_capacity` lines queued, then
+    /// the reader waits (backpressure). The batch-end hook runs as usual.
+    ///
+    /// In line mode nothing is decoded and nothing is answered: request,
+    /// notification and fallback handlers are never called, and a line over
+    /// `max_line_bytes` is reported to [`PeerConfig::on_invalid`](crate::PeerConfig::on_invalid) and
+    /// skipped (no `-32600`, which the peer would not understand). Write
+    /// lines with [`Peer::send_line`](crate::Peer::send_line).
+    pub fn lines<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = move |line: Option<&str>| Ok(Box::pin(f(line.map(str::to_owned))) as BoxFuture<()>);
+        self.lines = Some(Box::new(handler));
         self
     }
 

@@ -29,6 +29,7 @@ use crate::conversation::{ApprovalHub, EventSink, Fault, Shared};
 use crate::error::HostError;
 
 pub(crate) mod acp;
+pub(crate) mod foreign;
 pub(crate) mod native;
 
 /// The protocol the agent speaks on stdio.
@@ -42,14 +43,25 @@ pub enum AgentProtocol {
     /// CLI `--acp`, the Codex and Claude Code ACP adapters, … (the mapping
     /// is in PROTOCOL.md, "Driving an ACP agent").
     Acp,
+    /// OpenAI Codex's app-server (v2): `codex app-server`. The mapping is
+    /// in DIALECTS.md.
+    Codex,
+    /// Claude Code in `-p` stream-json mode: `claude`, to which the host
+    /// adds the protocol flags and the session (`--input-format
+    /// stream-json --output-format stream-json --verbose
+    /// --permission-prompt-tool stdio --session-id ID`, or `--resume ID`,
+    /// and `--include-partial-messages`). The mapping is in DIALECTS.md.
+    Claude,
 }
 
 impl AgentProtocol {
-    /// The name used on the command line (`deputy`, `acp`).
+    /// The name used on the command line (`deputy`, `acp`, `codex`, `claude`).
     pub fn name(self) -> &'static str {
         match self {
             AgentProtocol::Deputy => "deputy",
             AgentProtocol::Acp => "acp",
+            AgentProtocol::Codex => "codex",
+            AgentProtocol::Claude => "claude",
         }
     }
 
@@ -57,6 +69,8 @@ impl AgentProtocol {
         match self {
             AgentProtocol::Deputy => Arc::new(native::Native),
             AgentProtocol::Acp => acp::Acp::new(config),
+            AgentProtocol::Codex => foreign::Foreign::new(foreign::Kind::Codex, config),
+            AgentProtocol::Claude => foreign::Foreign::new(foreign::Kind::Claude, config),
         }
     }
 }
@@ -68,6 +82,11 @@ pub(crate) type Established = (InitializeResult, SessionStartResult);
 
 /// One wire dialect (see the module docs).
 pub(crate) trait Dialect: Send + Sync + 'static {
+    /// Arguments the dialect adds to the agent's command (its protocol flags).
+    fn launch_args(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The transport settings, from the caller's.
     fn peer_config(&self, config: PeerConfig) -> PeerConfig {
         config
@@ -97,4 +116,15 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// were answered, or never. `tag` names the ladder's shutdown for logs
     /// and ids.
     fn ending(&self, peer: &Peer, interrupt: bool, tag: String) -> BoxFuture<'static, ()>;
+
+    /// Whether the dialect closes the agent's stdin itself during the
+    /// ladder (once the agent may see EOF: Claude Code finishes a running
+    /// turn on EOF), instead of the ladder right after [`ending`](Self::ending).
+    fn closes_input_itself(&self) -> bool {
+        false
+    }
+
+    /// The agent's tree is about to be killed with its output unread: end
+    /// what the dialect keeps open (events the caller is owed).
+    fn killed(&self) {}
 }
