@@ -70,7 +70,7 @@ impl Agent {
         host_command(&match self.which {
             Which::Codex => codex_command(codex_bin(), &["app-server"], &self.run, self.mock.port),
             // The host adds Claude's protocol flags and its session.
-            Which::Claude => claude_command(claude_bin(), &["-p".to_owned()], &self.run, self.mock.port),
+            Which::Claude => claude_command(claude_bin(), &[], &self.run, self.mock.port),
             Which::CodexAcp => codex_command(codex_acp_bin(), &[], &self.run, self.mock.port),
         })
     }
@@ -370,5 +370,78 @@ mod codex_acp {
             return;
         }
         crate::cancel_during_a_command(crate::Which::CodexAcp).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The command line.
+
+/// `deputy exec --agent-protocol codex|claude --json …` with the agent
+/// found on `PATH` under its usual name (the default command): Deputy's own
+/// events on stdout, each valid against `Event.json`, and the approved
+/// command ran.
+fn exec_json_with_the_agent_from_path(which: Which) {
+    let agent = Agent::new(which);
+    let (name, bin, protocol) = match which {
+        Which::Codex => ("codex", codex_bin(), "codex"),
+        Which::Claude => ("claude", claude_bin(), "claude"),
+        Which::CodexAcp => unreachable!(),
+    };
+    let bin_dir = agent.run.path("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(bin, bin_dir.join(name)).unwrap();
+    // The agent's environment, as the helpers make it, reaches it through deputy.
+    let template = match which {
+        Which::Codex => codex_command(bin, &[], &agent.run, agent.mock.port),
+        _ => claude_command(bin, &[], &agent.run, agent.mock.port),
+    };
+    let home = agent.run.path("deputy_home");
+    let mut cmd = common::deputy_std(&home);
+    cmd.env_clear();
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    cmd.env("PATH", path).env("DEPUTY_HOME", &home).env("NO_COLOR", "1");
+    let out = cmd
+        .args(["exec", "--agent-protocol", protocol, "--json", "--approve", "exec"])
+        .arg("[scenario:exec] make a marker")
+        .current_dir(agent.run.work())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{which:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let validator = common::schema_validator("Event");
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    for event in &events {
+        assert!(validator.is_valid(event), "not a valid Deputy event: {event}");
+        serde_json::from_value::<deputy_protocol::Event>(event.clone()).unwrap();
+    }
+    let types: Vec<&str> = events.iter().filter_map(|e| e["msg"]["type"].as_str()).collect();
+    for kind in
+        ["session_configured", "task_started", "exec_command_begin", "exec_command_end", "task_complete"]
+    {
+        assert!(types.contains(&kind), "{which:?}: no {kind} in {types:?}");
+    }
+    assert!(agent.run.work().join("ran.txt").exists(), "the approved command ran");
+}
+
+mod cli {
+    #[test]
+    fn codex_exec_json_with_the_agent_from_path() {
+        if crate::skip() {
+            return;
+        }
+        crate::exec_json_with_the_agent_from_path(crate::Which::Codex);
+    }
+
+    #[test]
+    fn claude_exec_json_with_the_agent_from_path() {
+        if crate::skip() {
+            return;
+        }
+        crate::exec_json_with_the_agent_from_path(crate::Which::Claude);
     }
 }
