@@ -251,6 +251,38 @@ async fn interrupt_with_a_pending_permission_answers_cancelled_and_tells_the_app
     assert!(!cwd.path().join("sentinel").exists());
 }
 
+/// A caller that reads no events until its approval came still gets it:
+/// the room for events is counted in events (512 by default), not in
+/// batches, so twenty updates written one by one before the permission
+/// request (handed over in order after them) do not stall the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_after_many_small_writes_reaches_a_caller_that_reads_no_events_yet() {
+    if skip_node_tests() {
+        return;
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let (approver, mut approvals) = ChannelApprover::new(4);
+    let mut conv = Conversation::spawn(
+        fixture_agent(&[]),
+        config(cwd.path()),
+        Arc::new(approver),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let turn = conv.submit(Op::text("chatty 20 echo after-the-chatter")).await.unwrap();
+    let pending = tokio::time::timeout(Duration::from_secs(20), approvals.recv())
+        .await
+        .expect("the approval never came while the events were unread")
+        .unwrap();
+    assert!(pending.respond(ReviewDecision::Approved));
+    let events = turn_events(&mut conv, &turn).await;
+    let chunks = events.iter().filter(|e| matches!(e, EventMsg::AgentMessageDelta { .. })).count();
+    assert_eq!(chunks, 20, "{events:?}");
+    assert_eq!(exec_output(&events), Some((0, "after-the-chatter\n".to_owned())));
+    conv.shutdown().await.unwrap();
+}
+
 /// The pid of a live `sleep SECONDS` under `root`.
 fn find_sleep(root: u32, seconds: &str) -> Option<u32> {
     descendants(root).into_iter().find(|&pid| {

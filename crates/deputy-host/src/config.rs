@@ -19,7 +19,8 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct ConversationConfig {
     /// The protocol the agent speaks (default: Deputy's own). Over ACP
-    /// only `session.cwd` and a resume by session id reach the agent; the
+    /// only `session.cwd` and a resume by session id reach the agent (for
+    /// Codex also the approval policy and sandbox; see DIALECTS.md); the
     /// other session params cannot be carried, and a non-default one fails
     /// the handshake with [`HostError::Unsupported`](crate::HostError::Unsupported).
     pub protocol: AgentProtocol,

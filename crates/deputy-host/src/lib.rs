@@ -34,6 +34,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Agents of other protocols
+//!
+//! [`ConversationConfig::protocol`] picks the agent's wire: Deputy's own
+//! (the default), ACP ([`AgentProtocol::Acp`]: Gemini CLI `--acp`,
+//! codex-acp, …), OpenAI Codex's app-server ([`AgentProtocol::Codex`]) or
+//! Claude Code's stream-json mode ([`AgentProtocol::Claude`]). The caller
+//! sees the same events, approvals and cancel ladder whatever the agent
+//! speaks; settings a protocol cannot carry fail the spawn with
+//! [`HostError::Unsupported`]. Mapping tables: PROTOCOL.md §9 (ACP) and
+//! DIALECTS.md (Codex, Claude Code).
+//!
 //! # Process hygiene
 //!
 //! - The agent is spawned with `setsid()` in `pre_exec`: it leads a new session
