@@ -22,7 +22,9 @@ use deputy_host::{
     AgentCommand, AgentProtocol, ApprovalRequest, ApproveAll, CancellationToken, ChannelApprover,
     Conversation, ConversationConfig, DenyAll, Ending, EventFilter,
 };
-use deputy_protocol::{EventMsg, FileChange, Op, SessionStartParams, TurnAbortReason};
+use deputy_protocol::{
+    EventMsg, FileChange, HistorySource, InitialHistory, Op, SessionStartParams, TurnAbortReason,
+};
 use peers_support::mock::{Api, EXEC_OUTPUT, MESSAGE, ModelMock};
 use peers_support::{
     RunDir, claude_bin, claude_command, cmdline, codex_acp_bin, codex_bin, codex_command, skip,
@@ -310,6 +312,33 @@ async fn cancel_during_a_command(which: Which) {
     eprintln!("{which:?}: cancel with a command running → every process gone in {took:?} ({ending:?})");
 }
 
+/// A session shut down, then resumed by its id: the same session id, and
+/// the agent still knows the conversation (the mock sees the first turn's
+/// prompt in the resumed turn's request).
+async fn resume_by_session_id(which: Which) {
+    let agent = Agent::new(which);
+    let mut conv = agent.spawn(Arc::new(DenyAll)).await;
+    let first = turn(&mut conv, "[scenario:message] remember the word pelican").await;
+    assert!(matches!(first.last(), Some(EventMsg::TaskComplete { .. })), "{first:?}");
+    let id = conv.session_id().to_owned();
+    conv.shutdown().await.unwrap();
+
+    let mut config = agent.config();
+    config.session.initial_history =
+        InitialHistory::Resumed { from: HistorySource::SessionId(id.clone()) };
+    let mut conv = Conversation::spawn(agent.command(), config, Arc::new(DenyAll), CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{which:?} did not resume: {e}"));
+    assert_eq!(conv.session_id(), id);
+    let before = agent.mock.requests().len();
+    let events = turn(&mut conv, "[scenario:message] what was the word?").await;
+    assert!(matches!(events.last(), Some(EventMsg::TaskComplete { .. })), "{events:?}");
+    let requests = agent.mock.requests();
+    let resumed = requests[before..].iter().any(|(_, body)| body.to_string().contains("pelican"));
+    assert!(resumed, "{which:?}: the resumed turn's model call lacks the first turn");
+    conv.shutdown().await.unwrap();
+}
+
 macro_rules! for_each_agent {
     ($($flow:ident),* $(,)?) => {
         mod codex {
@@ -345,6 +374,7 @@ for_each_agent!(
     interrupt_during_a_command,
     cancel_with_a_pending_approval,
     cancel_during_a_command,
+    resume_by_session_id,
 );
 
 mod codex_acp {
