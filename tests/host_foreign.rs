@@ -153,7 +153,13 @@ fn command_tree(conv: &Conversation, seen: &mut HashSet<u32>) -> Vec<u32> {
 
 async fn message_turn_and_graceful_shutdown(which: Which) {
     let agent = Agent::new(which);
-    let mut conv = agent.spawn(Arc::new(DenyAll)).await;
+    // A long budget: this is about the graceful path (stdin closed once no
+    // turn runs, the agent exits by itself), not its speed — Claude may
+    // take more than the default drain window to exit on a loaded machine.
+    let config = agent.config().shutdown_deadline(Duration::from_secs(10));
+    let mut conv = Conversation::spawn(agent.command(), config, Arc::new(DenyAll), CancellationToken::new())
+        .await
+        .unwrap();
     // Codex warns first (no bubblewrap here): its warnings come as events.
     let configured = loop {
         let event = next(&mut conv).await;
@@ -324,8 +330,7 @@ async fn resume_by_session_id(which: Which) {
     conv.shutdown().await.unwrap();
 
     let mut config = agent.config();
-    config.session.initial_history =
-        InitialHistory::Resumed { from: HistorySource::SessionId(id.clone()) };
+    config.session.initial_history = InitialHistory::Resumed { from: HistorySource::SessionId(id.clone()) };
     let mut conv = Conversation::spawn(agent.command(), config, Arc::new(DenyAll), CancellationToken::new())
         .await
         .unwrap_or_else(|e| panic!("{which:?} did not resume: {e}"));

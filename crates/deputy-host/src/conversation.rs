@@ -54,7 +54,13 @@ pub const KILL_RESERVE: Duration = Duration::from_millis(150);
 /// How long the ladder waits for a graceful exit within `budget`: the rest
 /// is [`KILL_RESERVE`], so the tree is dead and reaped by the budget's end.
 pub(crate) fn drain_window(budget: Duration) -> Duration {
-    budget.saturating_sub(KILL_RESERVE.min(budget / 3))
+    drain_window_with(budget, KILL_RESERVE)
+}
+
+/// The same with a dialect's own reserve (at most half the budget).
+fn drain_window_with(budget: Duration, reserve: Duration) -> Duration {
+    let cap = if reserve > KILL_RESERVE { budget / 2 } else { budget / 3 };
+    budget.saturating_sub(reserve.min(cap))
 }
 
 /// During an ending, the most events kept for the caller beyond the
@@ -690,7 +696,8 @@ impl Supervisor {
     /// The cancel ladder (`interrupt` true) or a graceful shutdown (false).
     async fn ladder(&mut self, interrupt: bool) -> Outcome {
         let start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(start + drain_window(self.shared.deadline));
+        let window = drain_window_with(self.shared.deadline, self.dialect.kill_reserve());
+        let deadline = tokio::time::Instant::from_std(start + window);
         // 1. Pending approvals are answered `abort`; the forwarder stops waiting.
         self.shared.drain.cancel();
         if self.shared.approvals.load(Ordering::Acquire) > 0 {

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
 use deputy_foreign::claude::{ClaudeConfig, ClaudeSession, FileReader};
 use deputy_foreign::codex::{self, CodexConfig, CodexSession};
@@ -56,6 +57,14 @@ use crate::error::HostError;
 /// Lines queued for the agent beyond which reading its output waits (a
 /// peer that does not read its stdin cannot make this side buffer more).
 const MAX_QUEUED_LINES: usize = 256;
+
+/// Of the ladder's budget, the part kept for killing Claude Code. Its
+/// process (a large runtime) takes 35–135 ms from SIGKILL to reaped on a
+/// loaded 2-core machine (`tests/host_foreign.rs`, cancel during a command,
+/// 20 runs), against a few ms for Deputy's agent, and after an interrupt it
+/// does not exit on EOF within the default drain window anyway (300 ms
+/// were not enough in any run): so its drain window is 250 ms of the 500.
+const CLAUDE_KILL_RESERVE: Duration = Duration::from_millis(250);
 
 /// The largest file read for the diff of a Claude edit's approval.
 const MAX_DIFF_FILE_BYTES: u64 = 8 << 20;
@@ -534,6 +543,13 @@ impl Dialect for Foreign {
 
     fn closes_input_itself(&self) -> bool {
         true
+    }
+
+    fn kill_reserve(&self) -> Duration {
+        match self.kind {
+            Kind::Codex => crate::KILL_RESERVE,
+            Kind::Claude => CLAUDE_KILL_RESERVE,
+        }
     }
 
     fn killed(&self) {

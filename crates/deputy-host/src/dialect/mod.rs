@@ -127,4 +127,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// The agent's tree is about to be killed with its output unread: end
     /// what the dialect keeps open (events the caller is owed).
     fn killed(&self) {}
+
+    /// The part of the ladder's budget kept for the kill (see
+    /// [`KILL_RESERVE`](crate::KILL_RESERVE)); an agent that is slow to die
+    /// and be reaped gets more (at most half the budget).
+    fn kill_reserve(&self) -> std::time::Duration {
+        crate::KILL_RESERVE
+    }
 }
