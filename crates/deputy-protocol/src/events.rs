@@ -81,7 +81,8 @@ pub enum TurnAbortReason {
     Interrupted,
     /// A newer turn replaced this one.
     Replaced,
-    /// A `shutdown` op, or the host closed the pipe.
+    /// A `shutdown` op, the host closed the pipe, or the agent got SIGTERM
+    /// or SIGHUP.
     Shutdown,
 }
 
