@@ -31,7 +31,15 @@ export type InitializeParams = {
 /**
  * The protocol version the host speaks; `PROTOCOL_VERSION`.
  */
-protocol_version: number, client_info: PeerInfo, capabilities?: ClientCapabilities, 
+protocol_version: number, 
+/**
+ * The host program's name and version.
+ */
+client_info: PeerInfo, 
+/**
+ * What the host can do; absent: nothing announced.
+ */
+capabilities?: ClientCapabilities, 
 /**
  * Extension point: anything, ignored by peers that do not know it.
  */
@@ -65,7 +73,19 @@ export type InitializeResult = {
 /**
  * The protocol version the agent will speak (equal to the requested one).
  */
-protocol_version: number, agent_info: PeerInfo, capabilities: AgentCapabilities, _meta?: JsonValue, };
+protocol_version: number, 
+/**
+ * The agent program's name and version.
+ */
+agent_info: PeerInfo, 
+/**
+ * What the agent can do.
+ */
+capabilities: AgentCapabilities, 
+/**
+ * Extension point: anything, ignored by peers that do not know it.
+ */
+_meta?: JsonValue, };
 
 export type SessionSource = "cli" | "exec" | "ide" | "mcp" | { "subagent": SubAgentSource } | "unknown";
 
@@ -73,7 +93,11 @@ export type SubAgentSource = "review" | "compact" | { "other": string };
 
 export type ApprovalPolicy = "ask_always" | "ask_unless_read_only" | "never_ask" | "ask_to_escalate";
 
-export type ModelSelection = { name: string, 
+export type ModelSelection = { 
+/**
+ * The brain's name: `shell`, `script`, or an agent-specific one.
+ */
+name: string, 
 /**
  * Path of a scenario file, for the `script` model.
  */
@@ -124,7 +148,19 @@ export type SessionStartParams = {
  * The session's working directory: commands run here and patches are
  * relative to it. Must be absolute.
  */
-cwd: string, source?: SessionSource, initial_history?: InitialHistory, approval_policy?: ApprovalPolicy, 
+cwd: string, 
+/**
+ * Who started the session (default `unknown`).
+ */
+source?: SessionSource, 
+/**
+ * What the session starts from (default `{"type":"new"}`).
+ */
+initial_history?: InitialHistory, 
+/**
+ * When the agent asks before running a tool (default `ask_always`).
+ */
+approval_policy?: ApprovalPolicy, 
 /**
  * The brain; the agent's default (`shell` for `deputy agent`) if absent.
  */
@@ -132,7 +168,11 @@ model?: ModelSelection,
 /**
  * Directories, besides `cwd`, that patches may write to.
  */
-writable_roots?: Array<string>, exec?: ExecSettings, 
+writable_roots?: Array<string>, 
+/**
+ * How commands run: timeout and environment (defaults if absent).
+ */
+exec?: ExecSettings, 
 /**
  * What a `user_input` does while a turn runs (default `reject`). Whatever
  * this says, a `user_input` that arrives after the running turn was told
@@ -158,34 +198,75 @@ network?: boolean,
  * `session/start` with -32016. Default: false when `sandbox` is given,
  * true when it is absent.
  */
-sandbox_best_effort?: boolean, _meta?: JsonValue, };
+sandbox_best_effort?: boolean, 
+/**
+ * Extension point: anything, ignored by peers that do not know it.
+ */
+_meta?: JsonValue, };
 
-export type SessionStartResult = { session_id: string, 
+export type SessionStartResult = { 
+/**
+ * The session's id: give it as `session_id` to resume the session later.
+ */
+session_id: string, 
 /**
  * Where the session's rollout is written, if it is persisted.
  */
 rollout_path?: string, };
 
-export type Submission = { id?: string, op: Op, };
+export type Submission = { 
+/**
+ * The caller's id for this submission; absent: the agent makes one up.
+ */
+id?: string, 
+/**
+ * What to do.
+ */
+op: Op, };
 
-export type SubmitResult = { id: string, };
+export type SubmitResult = { 
+/**
+ * The submission's id; the events it causes carry it.
+ */
+id: string, };
 
-export type Op = { "type": "user_input", items: Array<InputItem>, } | { "type": "interrupt" } | { "type": "shutdown" };
+export type Op = { "type": "user_input", 
+/**
+ * The input, in order.
+ */
+items: Array<InputItem>, } | { "type": "interrupt" } | { "type": "shutdown" };
 
-export type InputItem = { "type": "text", text: string, };
+export type InputItem = { "type": "text", 
+/**
+ * The text.
+ */
+text: string, };
 
 export type Event = { 
 /**
  * The id of the submission that caused this event (`""` for events that
  * belong to no submission, such as `session_configured`).
  */
-id: string, msg: EventMsg, };
+id: string, 
+/**
+ * What happened: an object tagged by `type` (the event table is in
+ * PROTOCOL.md §3, `event`). Unknown types are to be ignored.
+ */
+msg: EventMsg, };
 
-export type KnownEventMsg = { "type": "session_configured", session_id: string, 
+export type KnownEventMsg = { "type": "session_configured", 
+/**
+ * The session's id (a resumed session keeps the id it had).
+ */
+session_id: string, 
 /**
  * The model (brain) name in use.
  */
-model: string, rollout_path?: string, 
+model: string, 
+/**
+ * Where the session's rollout is written; absent when it is not persisted.
+ */
+rollout_path?: string, 
 /**
  * How many items of history were loaded (0 for a new session).
  */
@@ -193,22 +274,114 @@ history_len: number,
 /**
  * The last token usage found in the loaded history.
  */
-token_usage?: TokenUsageInfo, cwd: string, approval_policy: ApprovalPolicy, 
+token_usage?: TokenUsageInfo, 
+/**
+ * The session's working directory (absolute).
+ */
+cwd: string, 
+/**
+ * When the agent asks the host before running a tool.
+ */
+approval_policy: ApprovalPolicy, 
 /**
  * Set when this session was forked from another.
  */
-forked_from?: string, } | { "type": "task_started", turn_id: string, model_context_window?: number, } | { "type": "task_complete", turn_id: string, last_agent_message?: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, } | { "type": "agent_message", message: string, } | { "type": "agent_message_delta", delta: string, } | { "type": "agent_reasoning", text: string, } | { "type": "agent_reasoning_delta", delta: string, } | { "type": "token_count", info?: TokenUsageInfo, } | { "type": "exec_command_begin", call_id: string, turn_id: string, command: Array<string>, cwd: string, 
+forked_from?: string, } | { "type": "task_started", 
+/**
+ * The new turn's id; its later events carry it.
+ */
+turn_id: string, 
+/**
+ * The model's context window in tokens; absent when unknown.
+ */
+model_context_window?: number, } | { "type": "task_complete", 
+/**
+ * The turn that finished.
+ */
+turn_id: string, 
+/**
+ * The text of the turn's last agent message; absent when it sent none.
+ */
+last_agent_message?: string, } | { "type": "turn_aborted", 
+/**
+ * The turn that ended.
+ */
+turn_id: string, 
+/**
+ * Why it ended.
+ */
+reason: TurnAbortReason, } | { "type": "agent_message", 
+/**
+ * The message's whole text.
+ */
+message: string, } | { "type": "agent_message_delta", 
+/**
+ * The next piece of text, to append to the ones before.
+ */
+delta: string, } | { "type": "agent_reasoning", 
+/**
+ * The reasoning's whole text.
+ */
+text: string, } | { "type": "agent_reasoning_delta", 
+/**
+ * The next piece of text, to append to the ones before.
+ */
+delta: string, } | { "type": "token_count", 
+/**
+ * The usage after this call; absent when the model reported none.
+ */
+info?: TokenUsageInfo, } | { "type": "exec_command_begin", 
+/**
+ * The tool call: the same id as in its approval, output deltas and end.
+ */
+call_id: string, 
+/**
+ * The turn the command belongs to.
+ */
+turn_id: string, 
+/**
+ * The argv as run (no shell unless the argv itself is e.g. `sh -c …`).
+ */
+command: Array<string>, 
+/**
+ * The directory it runs in (absolute).
+ */
+cwd: string, 
 /**
  * True when the command runs **outside** the sandbox: the session's
  * `sandbox` is `off`, the sandbox could not be enforced (best
  * effort), or an escalation was approved. Absent (false): it runs in
  * the session's sandbox.
  */
-unsandboxed?: boolean, } | { "type": "exec_command_output_delta", call_id: string, stream: ExecOutputStream, chunk: string, } | { "type": "exec_command_end", call_id: string, turn_id: string, 
+unsandboxed?: boolean, } | { "type": "exec_command_output_delta", 
+/**
+ * The tool call, as in its `exec_command_begin`.
+ */
+call_id: string, 
+/**
+ * Which stream the chunk was read from.
+ */
+stream: ExecOutputStream, 
+/**
+ * The next piece of output, as read.
+ */
+chunk: string, } | { "type": "exec_command_end", 
+/**
+ * The tool call, as in its `exec_command_begin`.
+ */
+call_id: string, 
+/**
+ * The turn the command belongs to.
+ */
+turn_id: string, 
 /**
  * The exit code; 128 + N when killed by signal N; -1 if it never ran.
  */
-exit_code: number, duration_ms: number, 
+exit_code: number, 
+/**
+ * How long it ran, in milliseconds.
+ */
+duration_ms: number, 
 /**
  * stdout and stderr interleaved as read, capped: the first and last
  * 64 KiB are kept and the middle replaced by a marker.
@@ -228,15 +401,95 @@ timed_out: boolean,
  * `exit_code` is then 137 (128 + SIGKILL) and `output` is what it
  * wrote until then. Sent before the turn's `turn_aborted`.
  */
-interrupted: boolean, } | { "type": "patch_apply_begin", call_id: string, turn_id: string, 
+interrupted: boolean, } | { "type": "patch_apply_begin", 
+/**
+ * The tool call, as in its `approval/patch` (if one was asked).
+ */
+call_id: string, 
+/**
+ * The turn the patch belongs to.
+ */
+turn_id: string, 
 /**
  * True when no approval was asked (policy or session grant).
  */
-auto_approved: boolean, changes: { [key in string]: FileChange }, } | { "type": "patch_apply_end", call_id: string, turn_id: string, success: boolean, stdout: string, stderr: string, } | { "type": "error", message: string, } | { "type": "stream_error", message: string, } | { "type": "warning", message: string, } | { "type": "background_event", message: string, } | { "type": "shutdown_complete" };
+auto_approved: boolean, 
+/**
+ * The changes by path, capped as in `approval/patch`.
+ */
+changes: { [key in string]: FileChange }, } | { "type": "patch_apply_end", 
+/**
+ * The tool call, as in its `patch_apply_begin`.
+ */
+call_id: string, 
+/**
+ * The turn the patch belongs to.
+ */
+turn_id: string, 
+/**
+ * True when every change was applied; false when none was.
+ */
+success: boolean, 
+/**
+ * On success, a summary of the files updated; may be empty.
+ */
+stdout: string, 
+/**
+ * On failure, why the patch was not applied; may be empty.
+ */
+stderr: string, } | { "type": "error", 
+/**
+ * What failed, for a person to read.
+ */
+message: string, } | { "type": "stream_error", 
+/**
+ * What failed, for a person to read.
+ */
+message: string, } | { "type": "warning", 
+/**
+ * The warning, for a person to read.
+ */
+message: string, } | { "type": "background_event", 
+/**
+ * The status text.
+ */
+message: string, } | { "type": "shutdown_complete" };
 
-export type TokenUsage = { input_tokens: number, cached_input_tokens: number, output_tokens: number, reasoning_output_tokens: number, total_tokens: number, };
+export type TokenUsage = { 
+/**
+ * Prompt tokens sent to the model, cached ones included.
+ */
+input_tokens: number, 
+/**
+ * The part of `input_tokens` the model served from its prompt cache.
+ */
+cached_input_tokens: number, 
+/**
+ * Tokens the model generated, reasoning included.
+ */
+output_tokens: number, 
+/**
+ * The part of `output_tokens` spent on reasoning.
+ */
+reasoning_output_tokens: number, 
+/**
+ * All tokens counted, as the model reports them (usually input plus output).
+ */
+total_tokens: number, };
 
-export type TokenUsageInfo = { total_token_usage: TokenUsage, last_token_usage: TokenUsage, model_context_window?: number, };
+export type TokenUsageInfo = { 
+/**
+ * Summed over every model call of the session so far.
+ */
+total_token_usage: TokenUsage, 
+/**
+ * Of the most recent model call alone.
+ */
+last_token_usage: TokenUsage, 
+/**
+ * The model's context window in tokens; absent when unknown.
+ */
+model_context_window?: number, };
 
 export type TurnAbortReason = "interrupted" | "replaced" | "shutdown";
 
@@ -252,11 +505,23 @@ call_id: string,
  * `call_id` identifies it. A host tells approvals apart by this, else by
  * `call_id` (in Rust: `approval_key`), never by `turn_id`.
  */
-approval_id?: string, turn_id: string, 
+approval_id?: string, 
+/**
+ * The turn the call belongs to.
+ */
+turn_id: string, 
 /**
  * The argv to run (no shell unless argv itself is e.g. `sh -c …`).
  */
-command: Array<string>, cwd: string, reason?: string, 
+command: Array<string>, 
+/**
+ * The directory it would run in (absolute).
+ */
+cwd: string, 
+/**
+ * Why the agent wants to run it, if it said.
+ */
+reason?: string, 
 /**
  * True for an **escalation** (policy `ask_to_escalate`): the command
  * already ran in the sandbox and failed in a way that looks like the
@@ -266,11 +531,23 @@ command: Array<string>, cwd: string, reason?: string,
  */
 unsandboxed?: boolean, };
 
-export type PatchApprovalParams = { call_id: string, turn_id: string, 
+export type PatchApprovalParams = { 
+/**
+ * The tool call this approval is for (matches `patch_apply_begin`).
+ */
+call_id: string, 
+/**
+ * The turn the call belongs to.
+ */
+turn_id: string, 
 /**
  * The changes, by path (relative to the session's cwd, or absolute).
  */
-changes: { [key in string]: FileChange }, reason?: string, 
+changes: { [key in string]: FileChange }, 
+/**
+ * Why the agent wants to apply it, if it said.
+ */
+reason?: string, 
 /**
  * Every path this patch writes (adds, updates, deletes or moves to)
  * outside the workspace (the session's cwd and writable roots), absolute,
@@ -290,7 +567,11 @@ outside_workspace?: Array<string>,
  */
 grant_root?: string, };
 
-export type FileChange = { "type": "add", content: string, 
+export type FileChange = { "type": "add", 
+/**
+ * The new file's whole content, possibly cut.
+ */
+content: string, 
 /**
  * `content` was cut (see the type's docs).
  */
@@ -298,23 +579,87 @@ truncated?: boolean,
 /**
  * When `truncated`: the size in bytes of the whole content.
  */
-total_bytes?: number, } | { "type": "delete", content: string, truncated?: boolean, total_bytes?: number, } | { "type": "update", unified_diff: string, move_path?: string, truncated?: boolean, total_bytes?: number, };
+total_bytes?: number, } | { "type": "delete", 
+/**
+ * What the file held, possibly cut.
+ */
+content: string, 
+/**
+ * `content` was cut (see the type's docs).
+ */
+truncated?: boolean, 
+/**
+ * When `truncated`: the size in bytes of the whole content.
+ */
+total_bytes?: number, } | { "type": "update", 
+/**
+ * The edit as a unified diff, possibly cut.
+ */
+unified_diff: string, 
+/**
+ * Where the file moves to; absent: it stays.
+ */
+move_path?: string, 
+/**
+ * `unified_diff` was cut (see the type's docs).
+ */
+truncated?: boolean, 
+/**
+ * When `truncated`: the size in bytes of the whole diff.
+ */
+total_bytes?: number, };
 
 export type ReviewDecision = "approved" | "approved_for_session" | "denied" | "abort";
 
-export type ApprovalResult = { decision: ReviewDecision, };
+export type ApprovalResult = { 
+/**
+ * The host's answer.
+ */
+decision: ReviewDecision, };
 
-export type CancelRequestParams = { id: RequestId, };
+export type CancelRequestParams = { 
+/**
+ * The id of the request to cancel (sent earlier by the same side).
+ */
+id: RequestId, };
 
-export type InitialHistory = { "type": "new" } | { "type": "resumed", from: HistorySource, } | { "type": "forked", from: HistorySource, };
+export type InitialHistory = { "type": "new" } | { "type": "resumed", 
+/**
+ * The session to resume: a session id or a rollout path.
+ */
+from: HistorySource, } | { "type": "forked", 
+/**
+ * The history to copy: a session id, a rollout path or inline items.
+ */
+from: HistorySource, };
 
 export type HistorySource = { "rollout_path": string } | { "session_id": string } | { "items": Array<RolloutItem> };
 
-export type SessionMeta = { session_id: string, 
+export type SessionMeta = { 
+/**
+ * The session's id.
+ */
+session_id: string, 
 /**
  * RFC 3339 time the session was created.
  */
-created_at: string, cwd: string, source: SessionSource, model: string, approval_policy: ApprovalPolicy, 
+created_at: string, 
+/**
+ * The session's working directory.
+ */
+cwd: string, 
+/**
+ * Who started the session.
+ */
+source: SessionSource, 
+/**
+ * The name of the model (brain) the session started with.
+ */
+model: string, 
+/**
+ * The session's approval policy.
+ */
+approval_policy: ApprovalPolicy, 
 /**
  * The session id this one was forked from.
  */
@@ -326,13 +671,189 @@ agent_version: string, };
 
 export type ApprovalKind = "exec" | "patch";
 
-export type RolloutItem = { "type": "session_meta" } & SessionMeta | { "type": "user_input", turn_id: string, items: Array<InputItem>, } | { "type": "agent_message", turn_id: string, message: string, } | { "type": "reasoning", turn_id: string, text: string, } | { "type": "tool_call", turn_id: string, call_id: string, name: string, arguments: JsonValue, } | { "type": "tool_result", turn_id: string, call_id: string, success: boolean, output: string, } | { "type": "approval", turn_id: string, call_id: string, kind: ApprovalKind, decision: ReviewDecision, } | { "type": "token_count", info: TokenUsageInfo, } | { "type": "turn_complete", turn_id: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, };
+export type RolloutItem = { "type": "session_meta" } & SessionMeta | { "type": "user_input", 
+/**
+ * The turn this input started.
+ */
+turn_id: string, 
+/**
+ * The input, as submitted.
+ */
+items: Array<InputItem>, } | { "type": "agent_message", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The message's whole text.
+ */
+message: string, } | { "type": "reasoning", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The reasoning's whole text.
+ */
+text: string, } | { "type": "tool_call", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * Identifies the call; its result and approval carry the same id.
+ */
+call_id: string, 
+/**
+ * The tool's name.
+ */
+name: string, 
+/**
+ * The tool's arguments, as the model gave them.
+ */
+arguments: JsonValue, } | { "type": "tool_result", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The tool call this is the result of.
+ */
+call_id: string, 
+/**
+ * Whether the tool succeeded (false also when it was denied).
+ */
+success: boolean, 
+/**
+ * The text the model was given.
+ */
+output: string, } | { "type": "approval", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The tool call it was asked for.
+ */
+call_id: string, 
+/**
+ * A command or a patch.
+ */
+kind: ApprovalKind, 
+/**
+ * The host's answer.
+ */
+decision: ReviewDecision, } | { "type": "token_count", 
+/**
+ * The session's usage after that call.
+ */
+info: TokenUsageInfo, } | { "type": "turn_complete", 
+/**
+ * The turn that completed.
+ */
+turn_id: string, } | { "type": "turn_aborted", 
+/**
+ * The turn that was aborted.
+ */
+turn_id: string, 
+/**
+ * Why it was aborted.
+ */
+reason: TurnAbortReason, };
 
 export type RolloutLine = { 
 /**
  * RFC 3339 time the item was written.
  */
-timestamp: string, } & ({ "type": "session_meta" } & SessionMeta | { "type": "user_input", turn_id: string, items: Array<InputItem>, } | { "type": "agent_message", turn_id: string, message: string, } | { "type": "reasoning", turn_id: string, text: string, } | { "type": "tool_call", turn_id: string, call_id: string, name: string, arguments: JsonValue, } | { "type": "tool_result", turn_id: string, call_id: string, success: boolean, output: string, } | { "type": "approval", turn_id: string, call_id: string, kind: ApprovalKind, decision: ReviewDecision, } | { "type": "token_count", info: TokenUsageInfo, } | { "type": "turn_complete", turn_id: string, } | { "type": "turn_aborted", turn_id: string, reason: TurnAbortReason, });
+timestamp: string, } & ({ "type": "session_meta" } & SessionMeta | { "type": "user_input", 
+/**
+ * The turn this input started.
+ */
+turn_id: string, 
+/**
+ * The input, as submitted.
+ */
+items: Array<InputItem>, } | { "type": "agent_message", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The message's whole text.
+ */
+message: string, } | { "type": "reasoning", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The reasoning's whole text.
+ */
+text: string, } | { "type": "tool_call", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * Identifies the call; its result and approval carry the same id.
+ */
+call_id: string, 
+/**
+ * The tool's name.
+ */
+name: string, 
+/**
+ * The tool's arguments, as the model gave them.
+ */
+arguments: JsonValue, } | { "type": "tool_result", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The tool call this is the result of.
+ */
+call_id: string, 
+/**
+ * Whether the tool succeeded (false also when it was denied).
+ */
+success: boolean, 
+/**
+ * The text the model was given.
+ */
+output: string, } | { "type": "approval", 
+/**
+ * The turn it belongs to.
+ */
+turn_id: string, 
+/**
+ * The tool call it was asked for.
+ */
+call_id: string, 
+/**
+ * A command or a patch.
+ */
+kind: ApprovalKind, 
+/**
+ * The host's answer.
+ */
+decision: ReviewDecision, } | { "type": "token_count", 
+/**
+ * The session's usage after that call.
+ */
+info: TokenUsageInfo, } | { "type": "turn_complete", 
+/**
+ * The turn that completed.
+ */
+turn_id: string, } | { "type": "turn_aborted", 
+/**
+ * The turn that was aborted.
+ */
+turn_id: string, 
+/**
+ * Why it was aborted.
+ */
+reason: TurnAbortReason, });
 
 /**
  * The protocol version this file describes; sent in `initialize`.

@@ -137,6 +137,7 @@ fn is_listed(name: &str, args: &[String]) -> bool {
 /// The approval policy plus what the session has granted so far.
 #[derive(Debug, Default)]
 pub struct Approvals {
+    /// When the session asks the host before running a tool.
     pub policy: ApprovalPolicy,
     /// Whether the session's commands run in an enforced sandbox (what
     /// `ask_to_escalate` relies on; without it that policy asks as
@@ -149,6 +150,7 @@ pub struct Approvals {
 }
 
 impl Approvals {
+    /// Under `policy`, unsandboxed, with nothing granted yet.
     pub fn new(policy: ApprovalPolicy) -> Self {
         Approvals { policy, ..Approvals::default() }
     }
@@ -188,10 +190,12 @@ impl Approvals {
         }
     }
 
+    /// Remembers an `approved_for_session` answer for this exact argv.
     pub fn grant_exec(&mut self, argv: Vec<String>) {
         self.exec_grants.insert(argv);
     }
 
+    /// Remembers an `approved_for_session` answer for these files (absolute paths).
     pub fn grant_patch(&mut self, files: &[PathBuf]) {
         self.patch_grants.extend(files.iter().cloned());
     }

@@ -58,9 +58,13 @@ const READ_CHUNK: usize = 8 * 1024;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ExecParams {
+    /// The program and its arguments (no shell).
     pub argv: Vec<String>,
+    /// The directory to run it in.
     pub cwd: PathBuf,
+    /// Killed (with its process tree) when it runs longer.
     pub timeout: Duration,
+    /// Keep the environment variables `is_secret_env` would remove.
     pub keep_secret_env: bool,
     /// The sandbox to run it in (`None`: unconfined). Its ruleset is built
     /// before `fork`; the child only applies it (see [`crate::sandbox`]).
@@ -72,10 +76,13 @@ pub struct ExecParams {
 pub struct ExecOutcome {
     /// Exit code; 128 + N if killed by signal N; -1 if it never ran.
     pub exit_code: i32,
+    /// From spawn to exit (or to the kill).
     pub duration: Duration,
     /// stdout and stderr interleaved, capped (head + tail).
     pub output: String,
+    /// `output` was cut in the middle.
     pub truncated: bool,
+    /// The timeout killed it.
     pub timed_out: bool,
 }
 
@@ -383,6 +390,7 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Adds output as read: the start is kept up to the head size, then only the tail.
     pub fn push(&mut self, mut data: &[u8]) {
         self.total += data.len();
         if self.head.len() < OUTPUT_HEAD_BYTES {

@@ -107,6 +107,8 @@
 //! (never stdout, which carries only protocol lines), filtered by `RUST_LOG`
 //! (default `warn`), as text or JSON lines.
 
+#![warn(missing_docs)]
+
 mod acp;
 pub mod approval;
 mod config;

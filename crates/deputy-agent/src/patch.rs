@@ -64,15 +64,34 @@ use deputy_protocol::FileChange;
 /// One parsed patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patch {
+    /// The file operations, in patch order.
     pub hunks: Vec<Hunk>,
 }
 
 /// One file operation of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hunk {
-    Add { path: String, content: String },
-    Delete { path: String },
-    Update { path: String, move_to: Option<String>, chunks: Vec<Chunk> },
+    /// `*** Add File`: a new file.
+    Add {
+        /// The path as written in the patch.
+        path: String,
+        /// The whole new content.
+        content: String,
+    },
+    /// `*** Delete File`: the file is removed.
+    Delete {
+        /// The path as written in the patch.
+        path: String,
+    },
+    /// `*** Update File`: the file is edited, and moved if `move_to` is set.
+    Update {
+        /// The path as written in the patch.
+        path: String,
+        /// The `*** Move to` path, if any.
+        move_to: Option<String>,
+        /// The edits, in file order.
+        chunks: Vec<Chunk>,
+    },
 }
 
 impl Hunk {
@@ -88,15 +107,20 @@ impl Hunk {
 pub struct Chunk {
     /// The text after `@@ `, a line to find before the chunk.
     pub context: Option<String>,
+    /// The chunk's lines, in order.
     pub lines: Vec<ChunkLine>,
     /// `*** End of File` followed the chunk.
     pub eof: bool,
 }
 
+/// One line of a chunk, without its one-character prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkLine {
+    /// Prefixed by a space: a line that stays (it locates the chunk).
     Context(String),
+    /// Prefixed by `-`: a line removed.
     Remove(String),
+    /// Prefixed by `+`: a line added.
     Add(String),
 }
 
@@ -304,18 +328,23 @@ pub struct WritableRoots {
 /// How a path relates to the writable roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathCheck {
+    /// Under a writable root, also with its symlinks resolved.
     Inside,
     /// Outside every root (may be approved); `real` has symlinks resolved.
     Outside {
+        /// The path, absolute, with its directories' symlinks resolved.
         real: PathBuf,
     },
     /// Inside lexically, but a symlink leads outside (never granted).
     SymlinkEscape {
+        /// The path with its symlinks resolved (outside every root), or the
+        /// path of a dangling symlink on the way.
         real: PathBuf,
     },
 }
 
 impl WritableRoots {
+    /// The roots, each made absolute and normalised, duplicates dropped.
     pub fn new(roots: impl IntoIterator<Item = PathBuf>) -> Self {
         let mut r = WritableRoots::default();
         for root in roots {
@@ -324,6 +353,7 @@ impl WritableRoots {
         r
     }
 
+    /// Adds a root (normalised; no-op if already there).
     pub fn add(&mut self, root: PathBuf) {
         let root = resolve_path(Path::new("/"), &root.to_string_lossy());
         if !self.roots.contains(&root) {
@@ -331,6 +361,7 @@ impl WritableRoots {
         }
     }
 
+    /// The roots, absolute and normalised, in the order added.
     pub fn roots(&self) -> &[PathBuf] {
         &self.roots
     }
@@ -410,8 +441,18 @@ fn single_dir(paths: &[PathBuf]) -> Option<PathBuf> {
 /// A concrete file operation, absolute path and new content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOp {
-    Write { path: PathBuf, content: String },
-    Delete { path: PathBuf },
+    /// Write the file whole (creating it or replacing its content).
+    Write {
+        /// Where, absolute.
+        path: PathBuf,
+        /// The new content.
+        content: String,
+    },
+    /// Remove the file.
+    Delete {
+        /// Which, absolute.
+        path: PathBuf,
+    },
 }
 
 /// A patch checked and computed against the file system, ready to be approved

@@ -70,6 +70,7 @@ impl RolloutWriter {
         Ok(RolloutWriter { file, path })
     }
 
+    /// The rollout file being written.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -96,7 +97,9 @@ impl RolloutWriter {
 /// A rollout read back.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedRollout {
+    /// The file it was read from; `None` for inline items.
     pub path: Option<PathBuf>,
+    /// Its `session_meta` item (the first one); `None` if it has none.
     pub meta: Option<SessionMeta>,
     /// Every item but the session meta, in order.
     pub items: Vec<RolloutItem>,

@@ -135,7 +135,9 @@ fn network_filter() -> Result<&'static [seccompiler::sock_filter], String> {
 /// The session's sandbox, as resolved at `session/start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxPolicy {
+    /// What the commands may write.
     pub mode: SandboxMode,
+    /// Whether the commands may use the network.
     pub network: bool,
     /// False when the mode asks for a sandbox the kernel cannot enforce and
     /// the session started anyway (best effort): commands run unsandboxed.
@@ -229,7 +231,9 @@ pub fn scratch_dirs() -> Vec<PathBuf> {
 /// are added by [`Confinement::prepare`]).
 #[derive(Debug, Clone)]
 pub struct Confinement {
+    /// The session's sandbox.
     pub policy: SandboxPolicy,
+    /// The directories the command may write, absolute.
     pub writable: Vec<PathBuf>,
 }
 

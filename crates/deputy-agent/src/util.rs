@@ -44,21 +44,30 @@ pub fn call_id() -> String {
 /// A UTC calendar time, to the millisecond.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UtcTime {
+    /// The year (proleptic Gregorian).
     pub year: i64,
+    /// 1 to 12.
     pub month: u32,
+    /// 1 to 31.
     pub day: u32,
+    /// 0 to 23.
     pub hour: u32,
+    /// 0 to 59.
     pub minute: u32,
+    /// 0 to 59.
     pub second: u32,
+    /// 0 to 999.
     pub millis: u32,
 }
 
 impl UtcTime {
+    /// The current time.
     pub fn now() -> UtcTime {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         UtcTime::from_unix_millis(d.as_millis() as i64)
     }
 
+    /// The time `ms` milliseconds after the Unix epoch (negative: before).
     pub fn from_unix_millis(ms: i64) -> UtcTime {
         let secs = ms.div_euclid(1000);
         let millis = ms.rem_euclid(1000) as u32;

@@ -21,15 +21,23 @@ use crate::relative_to;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EditChange {
     /// `Write {file_path, content}`: the file gets this whole content.
-    Write { content: String },
+    Write {
+        /// The new content.
+        content: String,
+    },
     /// `Edit` (one entry) or `MultiEdit` (several, applied in order).
-    Edit { edits: Vec<Replace> },
+    Edit {
+        /// The replacements, in order.
+        edits: Vec<Replace>,
+    },
 }
 
 /// One `old_string` → `new_string` replacement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replace {
+    /// The text to find (`old_string`).
     pub old: String,
+    /// What replaces it (`new_string`).
     pub new: String,
     /// Replace every occurrence, not just the first.
     pub all: bool,

@@ -43,6 +43,8 @@
 //! (unified diffs for Claude's edits) and `time` (Claude's timestamps, for
 //! command durations); see `Cargo.toml` for why each.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 use deputy_protocol::{Event, EventMsg, ExecApprovalParams, Op, PatchApprovalParams, ReviewDecision};
@@ -94,12 +96,15 @@ impl Approval {
 /// An approval for a tool that is neither a command nor a patch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtherApproval {
+    /// The agent's id for the tool call.
     pub call_id: String,
+    /// The turn it belongs to (for display, never as a key).
     pub turn_id: String,
     /// The agent's name for the tool (e.g. `WebFetch`, `mcp__github__create_issue`).
     pub tool: String,
     /// The tool's input, as the agent sent it.
     pub input: Value,
+    /// Why the agent asks, if it says.
     pub reason: Option<String>,
 }
 
@@ -215,9 +220,10 @@ pub trait ForeignSession: Send {
     fn turn_running(&self) -> bool;
 }
 
-/// Bytes of a command's output kept from its start, and from its end, in
-/// `exec_command_end` (as `deputy agent` keeps them).
+/// Bytes of a command's output kept from its start in `exec_command_end`
+/// (as `deputy agent` keeps them).
 pub const OUTPUT_HEAD_BYTES: usize = 64 * 1024;
+/// Bytes of a command's output kept from its end in `exec_command_end`.
 pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
 
 /// A command's output as an `exec_command_end` carries it: the first and

@@ -17,9 +17,10 @@ pub struct Event {
     /// The id of the submission that caused this event (`""` for events that
     /// belong to no submission, such as `session_configured`).
     pub id: String,
+    /// What happened: an object tagged by `type` (the event table is in
+    /// PROTOCOL.md §3, `event`). Unknown types are to be ignored.
     // Decoded by `decode::event_msg`: the streaming deltas skip serde's
-    // buffering of internally tagged enums. (Not a doc comment: it would
-    // enter the published schema.)
+    // buffering of internally tagged enums.
     #[serde(deserialize_with = "decode::event_msg")]
     pub msg: EventMsg,
 }
@@ -27,14 +28,19 @@ pub struct Event {
 /// Token counts, as reported by the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct TokenUsage {
+    /// Prompt tokens sent to the model, cached ones included.
     #[serde(default)]
     pub input_tokens: u64,
+    /// The part of `input_tokens` the model served from its prompt cache.
     #[serde(default)]
     pub cached_input_tokens: u64,
+    /// Tokens the model generated, reasoning included.
     #[serde(default)]
     pub output_tokens: u64,
+    /// The part of `output_tokens` spent on reasoning.
     #[serde(default)]
     pub reasoning_output_tokens: u64,
+    /// All tokens counted, as the model reports them (usually input plus output).
     #[serde(default)]
     pub total_tokens: u64,
 }
@@ -57,8 +63,11 @@ impl TokenUsage {
 /// so the host can decide whether to compact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct TokenUsageInfo {
+    /// Summed over every model call of the session so far.
     pub total_token_usage: TokenUsage,
+    /// Of the most recent model call alone.
     pub last_token_usage: TokenUsage,
+    /// The model's context window in tokens; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub model_context_window: Option<u64>,
@@ -72,7 +81,8 @@ pub enum TurnAbortReason {
     Interrupted,
     /// A newer turn replaced this one.
     Replaced,
-    /// A `shutdown` op, or the host closed the pipe.
+    /// A `shutdown` op, the host closed the pipe, or the agent got SIGTERM
+    /// or SIGHUP.
     Shutdown,
 }
 
@@ -80,7 +90,9 @@ pub enum TurnAbortReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecOutputStream {
+    /// The command's standard output.
     Stdout,
+    /// The command's standard error.
     Stderr,
 }
 
@@ -93,9 +105,11 @@ pub enum ExecOutputStream {
 pub enum EventMsg {
     /// The session is ready (answer to `session/start`, emitted once).
     SessionConfigured {
+        /// The session's id (a resumed session keeps the id it had).
         session_id: String,
         /// The model (brain) name in use.
         model: String,
+        /// Where the session's rollout is written; absent when it is not persisted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         rollout_path: Option<PathBuf>,
@@ -105,7 +119,9 @@ pub enum EventMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         token_usage: Option<TokenUsageInfo>,
+        /// The session's working directory (absolute).
         cwd: PathBuf,
+        /// When the agent asks the host before running a tool.
         approval_policy: ApprovalPolicy,
         /// Set when this session was forked from another.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,39 +130,65 @@ pub enum EventMsg {
     },
     /// A turn began.
     TaskStarted {
+        /// The new turn's id; its later events carry it.
         turn_id: String,
+        /// The model's context window in tokens; absent when unknown.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         model_context_window: Option<u64>,
     },
     /// The turn finished normally.
     TaskComplete {
+        /// The turn that finished.
         turn_id: String,
+        /// The text of the turn's last agent message; absent when it sent none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         last_agent_message: Option<String>,
     },
     /// The turn ended early.
-    TurnAborted { turn_id: String, reason: TurnAbortReason },
+    TurnAborted {
+        /// The turn that ended.
+        turn_id: String,
+        /// Why it ended.
+        reason: TurnAbortReason,
+    },
     /// A complete agent message (after its deltas, if any were sent).
-    AgentMessage { message: String },
+    AgentMessage {
+        /// The message's whole text.
+        message: String,
+    },
     /// A piece of an agent message as it streams.
-    AgentMessageDelta { delta: String },
+    AgentMessageDelta {
+        /// The next piece of text, to append to the ones before.
+        delta: String,
+    },
     /// A complete piece of reasoning.
-    AgentReasoning { text: String },
+    AgentReasoning {
+        /// The reasoning's whole text.
+        text: String,
+    },
     /// A piece of reasoning as it streams.
-    AgentReasoningDelta { delta: String },
+    AgentReasoningDelta {
+        /// The next piece of text, to append to the ones before.
+        delta: String,
+    },
     /// Token usage after a model call.
     TokenCount {
+        /// The usage after this call; absent when the model reported none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         info: Option<TokenUsageInfo>,
     },
     /// A command is about to run (after approval).
     ExecCommandBegin {
+        /// The tool call: the same id as in its approval, output deltas and end.
         call_id: String,
+        /// The turn the command belongs to.
         turn_id: String,
+        /// The argv as run (no shell unless the argv itself is e.g. `sh -c …`).
         command: Vec<String>,
+        /// The directory it runs in (absolute).
         cwd: PathBuf,
         /// True when the command runs **outside** the sandbox: the session's
         /// `sandbox` is `off`, the sandbox could not be enforced (best
@@ -158,13 +200,23 @@ pub enum EventMsg {
     },
     /// Output of a running command. Bytes that are not valid UTF-8 are
     /// replaced with U+FFFD.
-    ExecCommandOutputDelta { call_id: String, stream: ExecOutputStream, chunk: String },
+    ExecCommandOutputDelta {
+        /// The tool call, as in its `exec_command_begin`.
+        call_id: String,
+        /// Which stream the chunk was read from.
+        stream: ExecOutputStream,
+        /// The next piece of output, as read.
+        chunk: String,
+    },
     /// A command finished (or was killed or timed out).
     ExecCommandEnd {
+        /// The tool call, as in its `exec_command_begin`.
         call_id: String,
+        /// The turn the command belongs to.
         turn_id: String,
         /// The exit code; 128 + N when killed by signal N; -1 if it never ran.
         exit_code: i32,
+        /// How long it ran, in milliseconds.
         duration_ms: u64,
         /// stdout and stderr interleaved as read, capped: the first and last
         /// 64 KiB are kept and the middle replaced by a marker.
@@ -184,31 +236,51 @@ pub enum EventMsg {
     },
     /// A patch is about to be applied (after approval).
     PatchApplyBegin {
+        /// The tool call, as in its `approval/patch` (if one was asked).
         call_id: String,
+        /// The turn the patch belongs to.
         turn_id: String,
         /// True when no approval was asked (policy or session grant).
         auto_approved: bool,
+        /// The changes by path, capped as in `approval/patch`.
         changes: BTreeMap<String, FileChange>,
     },
     /// A patch was applied (all of it) or not at all. Every
     /// `patch_apply_begin` has exactly one, also when the turn is aborted.
     PatchApplyEnd {
+        /// The tool call, as in its `patch_apply_begin`.
         call_id: String,
+        /// The turn the patch belongs to.
         turn_id: String,
+        /// True when every change was applied; false when none was.
         success: bool,
+        /// On success, a summary of the files updated; may be empty.
         #[serde(default)]
         stdout: String,
+        /// On failure, why the patch was not applied; may be empty.
         #[serde(default)]
         stderr: String,
     },
     /// Something failed; the turn usually ends after it.
-    Error { message: String },
+    Error {
+        /// What failed, for a person to read.
+        message: String,
+    },
     /// A model stream failed and is being retried.
-    StreamError { message: String },
+    StreamError {
+        /// What failed, for a person to read.
+        message: String,
+    },
     /// Something the user should know that is not an error.
-    Warning { message: String },
+    Warning {
+        /// The warning, for a person to read.
+        message: String,
+    },
     /// Progress or status text, for logs.
-    BackgroundEvent { message: String },
+    BackgroundEvent {
+        /// The status text.
+        message: String,
+    },
     /// The agent has shut down and is about to exit 0; the last event.
     ShutdownComplete,
     /// An event type this version does not know. Never sent.

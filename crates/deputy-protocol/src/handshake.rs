@@ -43,7 +43,9 @@ pub struct ClientCapabilities {
 pub struct InitializeParams {
     /// The protocol version the host speaks; [`crate::PROTOCOL_VERSION`].
     pub protocol_version: u32,
+    /// The host program's name and version.
     pub client_info: PeerInfo,
+    /// What the host can do; absent: nothing announced.
     #[serde(default)]
     #[ts(optional, as = "Option<ClientCapabilities>")]
     pub capabilities: ClientCapabilities,
@@ -114,9 +116,12 @@ pub enum SandboxMode {
 pub struct InitializeResult {
     /// The protocol version the agent will speak (equal to the requested one).
     pub protocol_version: u32,
+    /// The agent program's name and version.
     pub agent_info: PeerInfo,
+    /// What the agent can do.
     #[serde(default)]
     pub capabilities: AgentCapabilities,
+    /// Extension point: anything, ignored by peers that do not know it.
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
     #[ts(rename = "_meta", optional)]
     pub meta: Option<Value>,
@@ -130,11 +135,17 @@ pub struct InitializeResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionSource {
+    /// A person at a command line (e.g. `deputy chat`).
     Cli,
+    /// A non-interactive run (e.g. `deputy exec`, a script).
     Exec,
+    /// An editor or IDE extension.
     Ide,
+    /// Started through MCP (e.g. as the tool of an MCP server).
     Mcp,
+    /// Another agent that delegated a task to this session.
     Subagent(SubAgentSource),
+    /// Not said (the default).
     #[default]
     Unknown,
 }
@@ -143,8 +154,11 @@ pub enum SessionSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum SubAgentSource {
+    /// Reviewing changes.
     Review,
+    /// Compacting (summarising) a long history.
     Compact,
+    /// Any other task, by name.
     Other(String),
 }
 
@@ -177,6 +191,7 @@ pub enum ApprovalPolicy {
 /// `scenario`). Other names are agent-specific (e.g. `openai:MODEL`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct ModelSelection {
+    /// The brain's name: `shell`, `script`, or an agent-specific one.
     pub name: String,
     /// Path of a scenario file, for the `script` model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +208,7 @@ pub struct ModelSelection {
 }
 
 impl ModelSelection {
+    /// The model called `name`, with no other settings.
     pub fn named(name: impl Into<String>) -> Self {
         ModelSelection { name: name.into(), scenario: None, base_url: None, api_key_env: None }
     }
@@ -234,12 +250,15 @@ pub struct SessionStartParams {
     /// The session's working directory: commands run here and patches are
     /// relative to it. Must be absolute.
     pub cwd: PathBuf,
+    /// Who started the session (default `unknown`).
     #[serde(default)]
     #[ts(optional, as = "Option<SessionSource>")]
     pub source: SessionSource,
+    /// What the session starts from (default `{"type":"new"}`).
     #[serde(default)]
     #[ts(optional, as = "Option<InitialHistory>")]
     pub initial_history: InitialHistory,
+    /// When the agent asks before running a tool (default `ask_always`).
     #[serde(default)]
     #[ts(optional, as = "Option<ApprovalPolicy>")]
     pub approval_policy: ApprovalPolicy,
@@ -251,6 +270,7 @@ pub struct SessionStartParams {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(optional, as = "Option<Vec<PathBuf>>")]
     pub writable_roots: Vec<PathBuf>,
+    /// How commands run: timeout and environment (defaults if absent).
     #[serde(default)]
     #[ts(optional, as = "Option<ExecSettings>")]
     pub exec: ExecSettings,
@@ -280,6 +300,7 @@ pub struct SessionStartParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub sandbox_best_effort: Option<bool>,
+    /// Extension point: anything, ignored by peers that do not know it.
     #[serde(rename = "_meta", default, skip_serializing_if = "Option::is_none")]
     #[ts(rename = "_meta", optional)]
     pub meta: Option<Value>,
@@ -308,6 +329,7 @@ impl SessionStartParams {
 /// Result of `session/start`. The agent also emits `session_configured`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct SessionStartResult {
+    /// The session's id: give it as `session_id` to resume the session later.
     pub session_id: String,
     /// Where the session's rollout is written, if it is persisted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,9 @@ use ts_rs::TS;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(untagged)]
 pub enum RequestId {
+    /// An integer id.
     Integer(i64),
+    /// A string id.
     String(String),
 }
 

@@ -16,15 +16,18 @@ use crate::RequestId;
 /// If `id` is absent the agent makes one up and returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct Submission {
+    /// The caller's id for this submission; absent: the agent makes one up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub id: Option<String>,
+    /// What to do.
     pub op: Op,
 }
 
 /// Result of `submit`: the submission id (the caller's, or a generated one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct SubmitResult {
+    /// The submission's id; the events it causes carry it.
     pub id: String,
 }
 
@@ -36,7 +39,10 @@ pub struct SubmitResult {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
     /// Start a turn with this input.
-    UserInput { items: Vec<InputItem> },
+    UserInput {
+        /// The input, in order.
+        items: Vec<InputItem>,
+    },
     /// Abort the running turn (no-op when idle) and cancel the inputs queued
     /// behind it: commands are killed (each still gets its
     /// `exec_command_end`, `interrupted: true`), pending approvals cancelled,
@@ -67,7 +73,11 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InputItem {
-    Text { text: String },
+    /// Plain text, as the user typed it.
+    Text {
+        /// The text.
+        text: String,
+    },
 }
 
 /// Params of `approval/exec`: may this command run?
@@ -81,10 +91,13 @@ pub struct ExecApprovalParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub approval_id: Option<String>,
+    /// The turn the call belongs to.
     pub turn_id: String,
     /// The argv to run (no shell unless argv itself is e.g. `sh -c …`).
     pub command: Vec<String>,
+    /// The directory it would run in (absolute).
     pub cwd: PathBuf,
+    /// Why the agent wants to run it, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub reason: Option<String>,
@@ -108,10 +121,13 @@ impl ExecApprovalParams {
 /// Params of `approval/patch`: may this patch be applied?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct PatchApprovalParams {
+    /// The tool call this approval is for (matches `patch_apply_begin`).
     pub call_id: String,
+    /// The turn the call belongs to.
     pub turn_id: String,
     /// The changes, by path (relative to the session's cwd, or absolute).
     pub changes: BTreeMap<String, FileChange>,
+    /// Why the agent wants to apply it, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub reason: Option<String>,
@@ -148,6 +164,7 @@ pub struct PatchApprovalParams {
 pub enum FileChange {
     /// A new file with this content (a patch never adds over an existing file).
     Add {
+        /// The new file's whole content, possibly cut.
         content: String,
         /// `content` was cut (see the type's docs).
         #[serde(default, skip_serializing_if = "is_false")]
@@ -160,10 +177,13 @@ pub enum FileChange {
     },
     /// The file is removed; `content` is what it held.
     Delete {
+        /// What the file held, possibly cut.
         content: String,
+        /// `content` was cut (see the type's docs).
         #[serde(default, skip_serializing_if = "is_false")]
         #[ts(optional, as = "Option<bool>")]
         truncated: bool,
+        /// When `truncated`: the size in bytes of the whole content.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         total_bytes: Option<u64>,
@@ -171,13 +191,17 @@ pub enum FileChange {
     /// The file is edited (and moved to `move_path` if set; a move never
     /// replaces an existing file).
     Update {
+        /// The edit as a unified diff, possibly cut.
         unified_diff: String,
+        /// Where the file moves to; absent: it stays.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         move_path: Option<PathBuf>,
+        /// `unified_diff` was cut (see the type's docs).
         #[serde(default, skip_serializing_if = "is_false")]
         #[ts(optional, as = "Option<bool>")]
         truncated: bool,
+        /// When `truncated`: the size in bytes of the whole diff.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         total_bytes: Option<u64>,
@@ -295,6 +319,7 @@ pub enum ReviewDecision {
 }
 
 impl ReviewDecision {
+    /// True for `approved` and `approved_for_session`.
     pub fn is_approved(self) -> bool {
         matches!(self, ReviewDecision::Approved | ReviewDecision::ApprovedForSession)
     }
@@ -305,12 +330,14 @@ impl ReviewDecision {
 /// A JSON-RPC error, or a result that does not decode, counts as `denied`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct ApprovalResult {
+    /// The host's answer.
     pub decision: ReviewDecision,
 }
 
 /// Params of `$/cancelRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
 pub struct CancelRequestParams {
+    /// The id of the request to cancel (sent earlier by the same side).
     pub id: RequestId,
 }
 

@@ -13,15 +13,20 @@ use crate::*;
 /// Who sends a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// The host sends it; the agent answers.
     HostToAgent,
+    /// The agent sends it; the host answers.
     AgentToHost,
+    /// Either side may send it.
     Either,
 }
 
 /// One method of the protocol and the types of its params and result.
 #[derive(Debug, Clone, Copy)]
 pub struct MethodInfo {
+    /// The method's name on the wire (e.g. `session/start`).
     pub method: &'static str,
+    /// Who sends it.
     pub direction: Direction,
     /// Name of the params type (a file `json/<name>.json` in the schema folder).
     pub params: &'static str,
@@ -73,7 +78,9 @@ pub const METHODS: &[MethodInfo] = &[
 /// One generated file, with its path relative to the schema folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedFile {
+    /// Where it goes, relative to the schema folder (e.g. `json/Event.json`).
     pub path: String,
+    /// The file's text.
     pub contents: String,
 }
 

@@ -146,8 +146,9 @@ pub struct PeerConfig {
     /// dispatcher. When it is full, the reader waits, so a slow notification
     /// consumer slows the peer down instead of growing memory. Default 1024; at least 1.
     pub notification_capacity: usize,
-    /// Timeout of [`Peer::request`] (and of [`Peer::request_with`] when its options
-    /// name none). Default: none.
+    /// Timeout of [`Peer::request`](crate::Peer::request) (and of
+    /// [`Peer::request_with`](crate::Peer::request_with) when its options name
+    /// none). Default: none.
     pub default_request_timeout: Option<Duration>,
     /// Whether an outgoing request dropped, cancelled or timed out after it was sent
     /// sends `$/cancelRequest` to the peer. Default true.
@@ -220,13 +221,14 @@ impl PeerConfig {
     }
 }
 
-/// Per-call options of [`Peer::request_with`].
+/// Per-call options of [`Peer::request_with`](crate::Peer::request_with).
 #[derive(Debug, Clone, Default)]
 pub struct RequestOptions {
-    /// Fails the call with [`RpcError::Timeout`] after this long (`None`: the
-    /// peer's default timeout, if any).
+    /// Fails the call with [`RpcError::Timeout`](crate::RpcError::Timeout) after
+    /// this long (`None`: the peer's default timeout, if any).
     pub timeout: Option<Duration>,
-    /// Fails the call with [`RpcError::Cancelled`] when this token fires.
+    /// Fails the call with [`RpcError::Cancelled`](crate::RpcError::Cancelled)
+    /// when this token fires.
     pub cancel: Option<CancellationToken>,
     /// Overrides [`PeerConfig::send_cancel_on_drop`] for this call.
     pub send_cancel_on_drop: Option<bool>,

@@ -154,6 +154,8 @@
 //! **Logging.** Through `tracing` only (never stdout): every line in (`<-`) and out
 //! (`->`) at trace level, protocol problems at debug or warn.
 
+#![warn(missing_docs)]
+
 pub mod framing;
 pub mod message;
 

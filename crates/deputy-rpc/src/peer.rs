@@ -295,8 +295,9 @@ pub(crate) struct Handle {
 ///
 /// The write side stays open while any clone lives (including the ones the
 /// reader holds while it runs and the ones handed to request handlers through
-/// [`RequestContext::peer`]); when the last one is dropped, the writer writes
-/// what is queued, flushes and shuts its side down.
+/// [`RequestContext::peer`](crate::RequestContext::peer)); when the last one
+/// is dropped, the writer writes what is queued, flushes and shuts its side
+/// down.
 #[derive(Clone)]
 pub struct Peer {
     pub(crate) handle: Arc<Handle>,

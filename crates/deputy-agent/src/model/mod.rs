@@ -85,22 +85,44 @@ impl Prompt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tool {
     /// `shell {"command": [argv…]}`: run a command.
-    Shell { command: Vec<String>, reason: Option<String> },
+    Shell {
+        /// The argv to run.
+        command: Vec<String>,
+        /// Why the model wants it run, shown in the approval.
+        reason: Option<String>,
+    },
     /// `apply_patch {"patch": "*** Begin Patch…"}`: apply a patch.
-    ApplyPatch { patch: String },
+    ApplyPatch {
+        /// The patch text, in the `*** Begin Patch` format.
+        patch: String,
+    },
     /// `n` approval round trips for a harmless argv, `in_flight` outstanding
     /// at a time; nothing runs (the script brain's `ask_approval_only` step,
     /// for benchmarks).
-    ApprovalProbe { n: u64, in_flight: u64 },
+    ApprovalProbe {
+        /// How many round trips.
+        n: u64,
+        /// How many may be outstanding at once.
+        in_flight: u64,
+    },
     /// A call the engine cannot run (unknown tool, bad arguments); it answers
     /// the model with `error`.
-    Invalid { name: String, arguments: Value, error: String },
+    Invalid {
+        /// The tool name the model gave.
+        name: String,
+        /// The arguments the model gave.
+        arguments: Value,
+        /// What is wrong with the call, as the model is told.
+        error: String,
+    },
 }
 
 /// One tool call of a model response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
+    /// The model's id for the call, echoed in the result it is given.
     pub call_id: String,
+    /// The tool and its arguments.
     pub tool: Tool,
 }
 
@@ -159,7 +181,12 @@ impl ToolCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Write `stderr`, flush what was sent (best effort, ≤ 1 s), exit with `code`.
-    Exit { code: i32, stderr: Option<String> },
+    Exit {
+        /// The exit status.
+        code: i32,
+        /// Written to the agent's stderr before exiting.
+        stderr: Option<String>,
+    },
     /// Ignore SIGTERM, start a `sleep 3600` grandchild in the agent's process
     /// group, and never answer or exit again.
     Hang,
@@ -187,6 +214,7 @@ pub enum ModelEvent {
 /// A failed model call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelError {
+    /// What went wrong, for the `error` or `stream_error` event.
     pub message: String,
     /// Worth retrying (the engine retries up to [`MAX_RETRIES`] times).
     pub retryable: bool,
@@ -199,10 +227,12 @@ pub struct ModelError {
 pub const MAX_RETRIES: u32 = 3;
 
 impl ModelError {
+    /// An error not worth retrying.
     pub fn fatal(message: impl Into<String>) -> Self {
         ModelError { message: message.into(), retryable: false, retry_after: None }
     }
 
+    /// An error worth retrying, after the model's default delay.
     pub fn retryable(message: impl Into<String>) -> Self {
         ModelError { message: message.into(), retryable: true, retry_after: None }
     }

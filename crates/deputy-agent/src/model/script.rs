@@ -34,27 +34,47 @@ pub enum Step {
     /// Streamed as `agent_message_delta`s of `chunk_chars` characters, then
     /// one `agent_message`.
     Message {
+        /// The whole message.
         text: String,
+        /// Characters per delta; absent: `DEFAULT_CHUNK_CHARS`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chunk_chars: Option<usize>,
     },
     /// One `agent_reasoning`.
-    Reasoning { text: String },
+    Reasoning {
+        /// The reasoning's text.
+        text: String,
+    },
     /// A `shell` tool call: approval policy, then the exec tool.
     Exec {
+        /// The argv to run.
         command: Vec<String>,
+        /// Why, as shown in the approval.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     /// An `apply_patch` tool call.
-    Patch { patch: String },
+    Patch {
+        /// The patch text, in the `*** Begin Patch` format.
+        patch: String,
+    },
     /// Waits (interruptible).
-    Sleep { ms: u64 },
+    Sleep {
+        /// How long, in milliseconds.
+        ms: u64,
+    },
     /// One `token_count` with this usage.
-    TokenCount { input_tokens: u64, output_tokens: u64 },
+    TokenCount {
+        /// Reported input tokens.
+        input_tokens: u64,
+        /// Reported output tokens.
+        output_tokens: u64,
+    },
     /// `n` `agent_message_delta`s as fast as the transport takes them.
     Flood {
+        /// How many deltas.
         n: u64,
+        /// The text of each delta; absent: `DEFAULT_FLOOD_DELTA`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<String>,
     },
@@ -64,13 +84,17 @@ pub enum Step {
     /// outstanding at a time; nothing runs; one agent message with the counts
     /// and the round trip's p50/p99 at the end.
     AskApprovalOnly {
+        /// How many round trips.
         n: u64,
+        /// How many may be outstanding at once (default 1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         in_flight: Option<u64>,
     },
     /// Writes `stderr`, then exits the process with `code`.
     Exit {
+        /// The exit status.
         code: i32,
+        /// Written to stderr before exiting.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stderr: Option<String>,
     },
@@ -87,6 +111,7 @@ struct TurnLine {
 /// A parsed scenario: the steps of each turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
+    /// The steps of each turn, in order: one entry per `user_input`.
     pub turns: Vec<Vec<Step>>,
 }
 
@@ -137,6 +162,7 @@ pub struct ScriptBrain {
 }
 
 impl ScriptBrain {
+    /// A brain that plays `scenario` from its first turn.
     pub fn new(scenario: Scenario) -> Self {
         ScriptBrain { scenario, progress: Mutex::new((u64::MAX, 0)) }
     }

@@ -49,6 +49,7 @@ pub struct ClaudeConfig {
 }
 
 impl ClaudeConfig {
+    /// A new session in `cwd` with this id; partial messages on, no file reader.
     pub fn new(cwd: impl Into<PathBuf>, session_id: impl Into<String>) -> Self {
         ClaudeConfig {
             cwd: cwd.into(),
@@ -149,6 +150,7 @@ pub struct ClaudeSession {
 }
 
 impl ClaudeSession {
+    /// A session not started yet; `start` gives the handshake lines.
     pub fn new(config: ClaudeConfig) -> Self {
         ClaudeSession {
             session_id: config.session_id.clone(),

@@ -34,45 +34,64 @@ pub const PROTOCOL_ARGS: [&str; 8] = [
 pub enum Incoming {
     /// The answer to one of our control requests.
     ControlResponse {
+        /// The id of our request.
         request_id: String,
+        /// Its `response` on success, or the error text.
         result: Result<Value, String>,
     },
     /// A request of the CLI (`can_use_tool`, hooks, MCP…).
     ControlRequest {
+        /// The id to answer with.
         request_id: String,
+        /// The request object (`{subtype, …}`).
         request: Value,
     },
     /// The CLI withdrew one of its requests (an interrupt came first).
     ControlCancelRequest {
+        /// The id of the withdrawn request.
         request_id: String,
     },
+    /// A `system` line: `init` (the session's settings), `status`, task progress, …
     System(System),
+    /// An `assistant` line: one message of the model (text, thinking, tool calls).
     Assistant(Box<AssistantLine>),
+    /// A `user` line: tool results fed back to the model (or an echoed prompt).
     User(Box<UserLine>),
+    /// A `result` line: the turn ended.
     Result(Box<ResultLine>),
     /// A partial message (`--include-partial-messages`): an Anthropic
     /// Messages stream event.
     StreamEvent {
+        /// The stream event (`content_block_delta`, …).
         event: Value,
+        /// Set for the events of a sub-agent (the `Task` tool).
         parent_tool_use_id: Option<String>,
     },
     /// Anything else (`tool_progress`, …), with the `tool_use_id` it names, if any.
     Other {
+        /// The line's `type`.
         kind: String,
+        /// The tool call the line names, if any.
         tool_use_id: Option<String>,
     },
 }
 
+/// A `system` line.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct System {
+    /// `init`, `status`, `task_started`, …; empty when absent.
     #[serde(default)]
     pub subtype: String,
+    /// The session's id, if given.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The model in use, if given.
     #[serde(default)]
     pub model: Option<String>,
+    /// The working directory, if given.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// The permission mode (`default`, `acceptEdits`, …), if given.
     #[serde(default, rename = "permissionMode")]
     pub permission_mode: Option<String>,
     /// `task_started` and friends name the tool call they belong to.
@@ -80,57 +99,80 @@ pub struct System {
     pub tool_use_id: Option<String>,
 }
 
+/// An `assistant` line.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AssistantLine {
+    /// The model's message.
     pub message: AssistantMessage,
     /// Set for the messages of a sub-agent (the `Task` tool).
     #[serde(default)]
     pub parent_tool_use_id: Option<String>,
+    /// When it was written, if given.
     #[serde(default)]
     pub timestamp: Option<String>,
 }
 
+/// One message of the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AssistantMessage {
+    /// The Anthropic message id (the same across the lines of one message).
     #[serde(default)]
     pub id: Option<String>,
+    /// The message's content blocks, in order.
     #[serde(default)]
     pub content: Vec<ContentBlock>,
 }
 
+/// One content block of a message.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock {
+    /// Text for the user.
     Text {
+        /// The text.
         text: String,
     },
+    /// Extended thinking.
     Thinking {
+        /// The thinking text; empty when redacted.
         #[serde(default)]
         thinking: String,
     },
+    /// A tool call.
     ToolUse {
+        /// The call's id; its result and approval name it.
         id: String,
+        /// The tool's name (`Bash`, `Edit`, `Write`, …).
         name: String,
+        /// The tool's input, as the model gave it.
         #[serde(default)]
         input: Value,
     },
+    /// A tool's result, as given to the model.
     ToolResult {
+        /// The tool call it is the result of.
         tool_use_id: String,
         /// A string, or content blocks (`[{"type": "text", "text": …}]`).
         #[serde(default)]
         content: Value,
+        /// True when the tool failed or was denied.
         #[serde(default)]
         is_error: Option<bool>,
     },
+    /// A block type Deputy does not map.
     #[serde(other)]
     Other,
 }
 
+/// A `user` line.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UserLine {
+    /// The message.
     pub message: UserMessage,
+    /// Set for the messages of a sub-agent (the `Task` tool).
     #[serde(default)]
     pub parent_tool_use_id: Option<String>,
+    /// When it was written, if given.
     #[serde(default)]
     pub timestamp: Option<String>,
     /// The tool's own result: for Bash `{stdout, stderr, interrupted, …}`;
@@ -142,6 +184,7 @@ pub struct UserLine {
     pub tool_result_meta: Vec<Value>,
 }
 
+/// The content of a `user` line's message.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UserMessage {
     /// A string, or content blocks.
@@ -163,11 +206,13 @@ impl UserMessage {
     }
 }
 
+/// A `result` line: the end of a turn.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ResultLine {
     /// `success`, `error_during_execution`, `error_max_turns`, …
     #[serde(default)]
     pub subtype: String,
+    /// True when the turn failed.
     #[serde(default)]
     pub is_error: bool,
     /// The final text (success), or an error text.
@@ -176,13 +221,16 @@ pub struct ResultLine {
     /// `completed`, `aborted_tools`, …
     #[serde(default)]
     pub terminal_reason: Option<String>,
+    /// Error texts, if the turn failed.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// The turn's token usage, if given.
     #[serde(default)]
     pub usage: Option<Usage>,
     /// Per model: `{contextWindow, …}`.
     #[serde(default, rename = "modelUsage")]
     pub model_usage: Value,
+    /// The session's id, if given.
     #[serde(default)]
     pub session_id: Option<String>,
 }
@@ -191,36 +239,50 @@ pub struct ResultLine {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Usage {
+    /// Prompt tokens not read from or written to the cache.
     pub input_tokens: u64,
+    /// Prompt tokens written to the cache.
     pub cache_creation_input_tokens: u64,
+    /// Prompt tokens read from the cache.
     pub cache_read_input_tokens: u64,
+    /// Tokens generated.
     pub output_tokens: u64,
+    /// A breakdown of `output_tokens`, if given.
     pub output_tokens_details: Option<OutputTokensDetails>,
 }
 
+/// A breakdown of the output tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct OutputTokensDetails {
+    /// The part spent on thinking.
     pub thinking_tokens: u64,
 }
 
 /// `control_request` `can_use_tool`: may this tool run?
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CanUseTool {
+    /// The tool's name (`Bash`, `Edit`, `WebFetch`, …).
     pub tool_name: String,
+    /// The tool's input, as the model gave it.
     #[serde(default)]
     pub input: Value,
+    /// The tool call this is for, if given.
     #[serde(default)]
     pub tool_use_id: Option<String>,
+    /// A description of the call, if given.
     #[serde(default)]
     pub description: Option<String>,
+    /// Why Claude Code asks (e.g. `This command requires approval`), if given.
     #[serde(default)]
     pub decision_reason: Option<String>,
+    /// The path that needs the permission (e.g. a file outside the workspace), if given.
     #[serde(default)]
     pub blocked_path: Option<String>,
 }
 
 impl Incoming {
+    /// Decodes a line; a line without a string `type` or of a malformed known type is an error.
     pub fn parse(line: &str) -> Result<Incoming, DecodeError> {
         let v: Value =
             serde_json::from_str(line).map_err(|e| DecodeError::new(line, format!("not JSON: {e}")))?;

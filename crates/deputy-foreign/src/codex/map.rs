@@ -29,6 +29,7 @@ pub struct CodexConfig {
     pub cwd: PathBuf,
     /// `clientInfo.name`: Codex's `originator` header and user agent.
     pub client_name: String,
+    /// `clientInfo.version`.
     pub client_version: String,
     /// Resume this thread (`thread/resume`) instead of starting one.
     pub resume: Option<String>,
@@ -168,6 +169,7 @@ pub struct CodexSession {
 }
 
 impl CodexSession {
+    /// A session not started yet; `start` gives the handshake lines.
     pub fn new(config: CodexConfig) -> Self {
         CodexSession {
             config,
