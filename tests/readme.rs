@@ -36,6 +36,29 @@ fn the_embedding_example_runs_a_delegated_turn() {
 }
 
 #[test]
+fn the_conversation_example_runs_two_turns_and_shuts_down() {
+    let exe = common::deputy_bin().with_file_name("examples").join("conversation");
+    if !exe.is_file() {
+        eprintln!("skipped: {} was not built", exe.display());
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(exe)
+        .env("DEPUTY_BIN", common::deputy_bin())
+        .env("DEPUTY_HOME", home.path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in
+        ["hello", "again", "turn-0: TaskComplete", "turn-1: TaskComplete", "the agent ended: Graceful"]
+    {
+        assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn readme_shows_the_testing_recipes_verbatim() {
     // Each recipe is a test file of this repository, so it is proven by
     // `cargo test`; the README must show exactly that file.

@@ -34,6 +34,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The same, runnable: `examples/conversation.rs` in the repository
+//! (`cargo run --example conversation`; `tests/readme.rs` runs it).
+//!
 //! # Agents of other protocols
 //!
 //! [`ConversationConfig::protocol`] picks the agent's wire: Deputy's own
