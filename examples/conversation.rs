@@ -1,7 +1,8 @@
 //! An interactive conversation with `deputy agent`: two turns, the token
 //! usage, and a graceful shutdown. Run it from a checkout:
-//! `cargo run --example conversation` (it finds the `deputy` binary next to
-//! itself, or through `$DEPUTY_BIN`). Run by `tests/readme.rs`.
+//! `cargo build && cargo run --example conversation` (it finds the `deputy`
+//! binary one folder up from itself, else through `$DEPUTY_BIN` or `PATH`).
+//! Run by `tests/readme.rs`.
 
 use std::sync::Arc;
 

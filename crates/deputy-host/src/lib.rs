@@ -35,7 +35,8 @@
 //! ```
 //!
 //! The same, runnable: `examples/conversation.rs` in the repository
-//! (`cargo run --example conversation`; `tests/readme.rs` runs it).
+//! (`cargo build && cargo run --example conversation`; `tests/readme.rs`
+//! runs it).
 //!
 //! # Agents of other protocols
 //!
