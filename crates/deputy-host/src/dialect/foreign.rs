@@ -417,7 +417,7 @@ impl Foreign {
             SubmitError::ShuttingDown => {
                 rejected(error_codes::SHUTTING_DOWN, "the session is shutting down".into())
             }
-            SubmitError::NotReady => rejected(error_codes::SHUTTING_DOWN, e.to_string()),
+            SubmitError::NotReady => rejected(error_codes::NO_SESSION, e.to_string()),
             SubmitError::Unsupported(what) => HostError::Unsupported { protocol: self.kind.name(), what },
         }
     }
