@@ -32,9 +32,8 @@ use deputy_acp::client::{
 };
 use deputy_acp::wire::{self, methods as acp};
 use deputy_protocol::{
-    AgentCapabilities, ApprovalPolicy, Event, EventMsg, HistorySource, InitialHistory, InitializeResult,
-    InputItem, Op, PROTOCOL_VERSION, PeerInfo, ReviewDecision, SessionStartParams, SessionStartResult,
-    Submission, error_codes,
+    Event, EventMsg, HistorySource, InitialHistory, InputItem, Op, PeerInfo, ReviewDecision,
+    SessionStartResult, Submission, error_codes,
 };
 use deputy_rpc::{
     CancelStyle, ErrorObject, Peer, PeerConfig, RequestContext, RequestOptions, Router, RpcError,
@@ -291,34 +290,6 @@ async fn deliver(sink: &EventSink, turn_id: &str, events: Vec<EventMsg>) {
     sink.flush().await;
 }
 
-/// The session params ACP cannot carry, named for the error.
-fn uncarried(session: &SessionStartParams) -> Option<String> {
-    let default = SessionStartParams::new(&session.cwd);
-    let named = [
-        (session.model.is_some(), "a model selection (the agent uses its own model)"),
-        (
-            session.approval_policy != ApprovalPolicy::default(),
-            "an approval policy (the agent decides when to ask)",
-        ),
-        (!session.writable_roots.is_empty(), "writable roots"),
-        (session.on_busy != default.on_busy, "an `on_busy` other than `reject` (one prompt turn at a time)"),
-        (
-            session.sandbox.is_some() || session.network,
-            "sandbox settings (the agent sandboxes its own tools, or not)",
-        ),
-        (session.exec != default.exec, "exec settings"),
-        (matches!(session.initial_history, InitialHistory::Forked { .. }), "a forked history"),
-        (
-            matches!(
-                session.initial_history,
-                InitialHistory::Resumed { from: HistorySource::RolloutPath(_) | HistorySource::Items(_) }
-            ),
-            "a resume from a rollout file (resume by session id)",
-        ),
-    ];
-    named.iter().find(|(set, _)| *set).map(|(_, what)| (*what).to_owned())
-}
-
 impl Dialect for Acp {
     fn peer_config(&self, config: PeerConfig) -> PeerConfig {
         PeerConfig { cancel_style: CancelStyle::Acp, in_order: true, ..config }
@@ -328,7 +299,7 @@ impl Dialect for Acp {
         let _ = self.sink.set(Arc::downgrade(&sink));
         let me = self.self_ref();
         let mut router = Router::new();
-        let batch_sink = Arc::clone(&sink);
+        super::flush_each_batch(&mut router, &sink);
         let updates = me.clone();
         router.notification(acp::SESSION_UPDATE, move |note: SessionNotification| {
             let sink = Arc::clone(&sink);
@@ -338,10 +309,6 @@ impl Dialect for Acp {
                     dialect.on_update(&sink, note).await;
                 }
             }
-        });
-        router.notification_batch_end(move || {
-            let sink = Arc::clone(&batch_sink);
-            async move { sink.flush().await }
         });
         router.request(
             acp::SESSION_REQUEST_PERMISSION,
@@ -365,7 +332,7 @@ impl Dialect for Acp {
         config: &'a ConversationConfig,
     ) -> BoxFuture<'a, Result<Established, Option<Fault>>> {
         Box::pin(async move {
-            if let Some(what) = uncarried(&config.session) {
+            if let Some(what) = super::uncarried(&config.session, super::Carried::default()) {
                 return Err(Some(Fault::Unsupported { protocol: NAME, what }));
             }
             let params =
@@ -416,17 +383,8 @@ impl Dialect for Acp {
                 name: info.as_ref().map_or_else(|| "acp-agent".to_owned(), |i| i.name.clone()),
                 version: info.map(|i| i.version).filter(|v| !v.is_empty()),
             };
-            let capabilities = AgentCapabilities {
-                ops: ["user_input", "interrupt", "shutdown"].map(str::to_owned).to_vec(),
-                ..AgentCapabilities::default()
-            };
-            let result = InitializeResult {
-                protocol_version: PROTOCOL_VERSION,
-                agent_info,
-                capabilities,
-                // The agent's own answer, for callers that want ACP's details.
-                meta: Some(json!({ "acp": { "initialize": raw } })),
-            };
+            // The agent's own answer, for callers that want ACP's details.
+            let result = super::foreign_initialize(agent_info, Some(json!({ "acp": { "initialize": raw } })));
             if let Some(sink) = self.sink() {
                 let configured = EventMsg::SessionConfigured {
                     session_id: session_id.clone(),

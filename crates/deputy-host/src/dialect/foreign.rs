@@ -39,9 +39,8 @@ use deputy_foreign::claude::{ClaudeConfig, ClaudeSession, FileReader};
 use deputy_foreign::codex::{self, CodexConfig, CodexSession};
 use deputy_foreign::{Approval, ForeignSession, Output, SubmitError};
 use deputy_protocol::{
-    AgentCapabilities, ApprovalPolicy, EventMsg, HistorySource, InitialHistory, InitializeResult, Op,
-    PROTOCOL_VERSION, PeerInfo, ReviewDecision, SessionStartParams, SessionStartResult, Submission,
-    error_codes,
+    ApprovalPolicy, EventMsg, HistorySource, InitialHistory, Op, PeerInfo, ReviewDecision,
+    SessionStartParams, SessionStartResult, Submission, error_codes,
 };
 use deputy_rpc::{ErrorObject, Peer, Router};
 use tokio::sync::{Notify, mpsc, watch};
@@ -128,36 +127,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The session params these agents cannot carry, named for the error.
-fn uncarried(kind: Kind, session: &SessionStartParams) -> Option<String> {
-    let default = SessionStartParams::new(&session.cwd);
-    let codex = kind == Kind::Codex;
-    let named = [
-        (session.model.is_some(), "a model selection (the agent's own configuration chooses its model)"),
-        (
-            !codex && session.approval_policy != ApprovalPolicy::default(),
-            "an approval policy (Claude Code's own permission settings decide when it asks)",
-        ),
-        (!session.writable_roots.is_empty(), "writable roots"),
-        (session.on_busy != default.on_busy, "an `on_busy` other than `reject` (one turn at a time)"),
-        (
-            !codex && session.sandbox.is_some(),
-            "sandbox settings (Claude Code sandboxes its own tools, or not)",
-        ),
-        (session.network, "network settings"),
-        (session.exec != default.exec, "exec settings"),
-        (matches!(session.initial_history, InitialHistory::Forked { .. }), "a forked history"),
-        (
-            matches!(
-                session.initial_history,
-                InitialHistory::Resumed { from: HistorySource::RolloutPath(_) | HistorySource::Items(_) }
-            ),
-            "a resume from a rollout file (resume by session id)",
-        ),
-    ];
-    named.iter().find(|(set, _)| *set).map(|(_, what)| (*what).to_owned())
-}
-
 fn resumed_id(session: &SessionStartParams) -> Option<String> {
     match &session.initial_history {
         InitialHistory::Resumed { from: HistorySource::SessionId(id) } => Some(id.clone()),
@@ -233,13 +202,7 @@ impl Foreign {
             match output {
                 Output::Event(event) => {
                     if let EventMsg::SessionConfigured { session_id, .. } = &event.msg {
-                        let id = session_id.clone();
-                        self.established.send_if_modified(|slot| {
-                            slot.is_none() && {
-                                *slot = Some(Ok(id));
-                                true
-                            }
-                        });
+                        self.settle(Ok(session_id.clone()));
                     }
                     if let Some(sink) = &sink {
                         flush |= sink.push(event);
@@ -255,19 +218,25 @@ impl Foreign {
                     }
                 }
                 Output::Failed(message) => {
-                    let first = self.established.send_if_modified(|slot| {
-                        slot.is_none() && {
-                            *slot = Some(Err(message.clone()));
-                            true
-                        }
-                    });
-                    if !first && let Some(hub) = self.hub.get() {
+                    if !self.settle(Err(message.clone()))
+                        && let Some(hub) = self.hub.get()
+                    {
                         hub.shared.request_kill(Fault::Failed(message));
                     }
                 }
             }
         }
         flush
+    }
+
+    /// Ends the handshake with `outcome`, if it has not ended yet; false if it had.
+    fn settle(&self, outcome: Result<String, String>) -> bool {
+        self.established.send_if_modified(|slot| {
+            slot.is_none() && {
+                *slot = Some(outcome);
+                true
+            }
+        })
     }
 
     fn queue(&self, out: Outbound) {
@@ -433,7 +402,7 @@ impl Dialect for Foreign {
         let _ = self.hub.set(hub);
         let me = self.me.clone();
         let mut router = Router::new();
-        let batch_sink = Arc::clone(&sink);
+        super::flush_each_batch(&mut router, &sink);
         router.lines(move |line| {
             let sink = Arc::clone(&sink);
             let dialect = me.upgrade();
@@ -442,10 +411,6 @@ impl Dialect for Foreign {
                     dialect.on_line(&sink, line).await;
                 }
             }
-        });
-        router.notification_batch_end(move || {
-            let sink = Arc::clone(&batch_sink);
-            async move { sink.flush().await }
         });
         router
     }
@@ -456,7 +421,11 @@ impl Dialect for Foreign {
         config: &'a ConversationConfig,
     ) -> BoxFuture<'a, Result<Established, Option<Fault>>> {
         Box::pin(async move {
-            if let Some(what) = uncarried(self.kind, &config.session) {
+            // Codex's thread takes an approval policy and a sandbox; Claude
+            // Code's own permission settings and sandbox decide.
+            let codex = self.kind == Kind::Codex;
+            let carried = super::Carried { approval_policy: codex, sandbox: codex };
+            if let Some(what) = super::uncarried(&config.session, carried) {
                 return Err(Some(Fault::Unsupported { protocol: self.kind.name(), what }));
             }
             self.start_writer(peer);
@@ -473,22 +442,11 @@ impl Dialect for Foreign {
                 Some(Err(message)) => return Err(Some(Fault::Failed(message))),
                 None => return Err(None),
             };
-            let result = InitializeResult {
-                protocol_version: PROTOCOL_VERSION,
-                agent_info: PeerInfo {
-                    name: match self.kind {
-                        Kind::Codex => "codex-app-server",
-                        Kind::Claude => "claude-code",
-                    }
-                    .to_owned(),
-                    version: None,
-                },
-                capabilities: AgentCapabilities {
-                    ops: ["user_input", "interrupt", "shutdown"].map(str::to_owned).to_vec(),
-                    ..AgentCapabilities::default()
-                },
-                meta: None,
+            let name = match self.kind {
+                Kind::Codex => "codex-app-server",
+                Kind::Claude => "claude-code",
             };
+            let result = super::foreign_initialize(PeerInfo { name: name.to_owned(), version: None }, None);
             Ok((result, SessionStartResult { session_id, rollout_path: None }))
         })
     }

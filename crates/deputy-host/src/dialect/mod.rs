@@ -21,7 +21,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use deputy_protocol::{InitializeResult, SessionStartResult, Submission};
+use deputy_protocol::{
+    AgentCapabilities, ApprovalPolicy, HistorySource, InitialHistory, InitializeResult, PROTOCOL_VERSION,
+    PeerInfo, SessionStartParams, SessionStartResult, Submission,
+};
 use deputy_rpc::{Peer, PeerConfig, Router};
 
 use crate::config::ConversationConfig;
@@ -134,4 +137,66 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn kill_reserve(&self) -> std::time::Duration {
         crate::KILL_RESERVE
     }
+}
+
+/// Flushes the event batch each time the dispatcher has handled one read's
+/// worth of the agent's messages (one wake-up of the caller per batch).
+pub(crate) fn flush_each_batch(router: &mut Router, sink: &Arc<EventSink>) {
+    let sink = Arc::clone(sink);
+    router.notification_batch_end(move || {
+        let sink = Arc::clone(&sink);
+        async move { sink.flush().await }
+    });
+}
+
+/// The `initialize` result the host reports for an agent of another
+/// protocol, which has no such answer of its own: it takes the three ops.
+pub(crate) fn foreign_initialize(agent_info: PeerInfo, meta: Option<serde_json::Value>) -> InitializeResult {
+    InitializeResult {
+        protocol_version: PROTOCOL_VERSION,
+        agent_info,
+        capabilities: AgentCapabilities {
+            ops: ["user_input", "interrupt", "shutdown"].map(str::to_owned).to_vec(),
+            ..AgentCapabilities::default()
+        },
+        meta,
+    }
+}
+
+/// Which session settings a foreign protocol carries beyond the cwd and a
+/// resume by session id.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Carried {
+    pub approval_policy: bool,
+    pub sandbox: bool,
+}
+
+/// The first session setting a foreign protocol cannot carry, named for
+/// `HostError::Unsupported`; checked before anything is sent.
+pub(crate) fn uncarried(session: &SessionStartParams, carried: Carried) -> Option<String> {
+    let default = SessionStartParams::new(&session.cwd);
+    let named = [
+        (session.model.is_some(), "a model selection (the agent uses its own model)"),
+        (
+            !carried.approval_policy && session.approval_policy != ApprovalPolicy::default(),
+            "an approval policy (the agent decides when to ask)",
+        ),
+        (!session.writable_roots.is_empty(), "writable roots"),
+        (session.on_busy != default.on_busy, "an `on_busy` other than `reject` (one turn at a time)"),
+        (
+            !carried.sandbox && session.sandbox.is_some(),
+            "sandbox settings (the agent sandboxes its own tools, or not)",
+        ),
+        (session.network, "network settings (the agent sandboxes its own tools, or not)"),
+        (session.exec != default.exec, "exec settings"),
+        (matches!(session.initial_history, InitialHistory::Forked { .. }), "a forked history"),
+        (
+            matches!(
+                session.initial_history,
+                InitialHistory::Resumed { from: HistorySource::RolloutPath(_) | HistorySource::Items(_) }
+            ),
+            "a resume from a rollout file (resume by session id)",
+        ),
+    ];
+    named.iter().find(|(set, _)| *set).map(|(_, what)| (*what).to_owned())
 }

@@ -21,14 +21,10 @@ pub(crate) struct Native;
 impl Dialect for Native {
     fn router(&self, sink: Arc<EventSink>, hub: Arc<ApprovalHub>) -> Router {
         let mut router = Router::new();
-        let batch_sink = Arc::clone(&sink);
+        super::flush_each_batch(&mut router, &sink);
         router.notification(methods::EVENT, move |event: Event| {
             let sink = Arc::clone(&sink);
             async move { sink.deliver(event).await }
-        });
-        router.notification_batch_end(move || {
-            let sink = Arc::clone(&batch_sink);
-            async move { sink.flush().await }
         });
         let exec_hub = Arc::clone(&hub);
         router.request(methods::APPROVAL_EXEC, move |params: ExecApprovalParams, _cx: RequestContext| {
