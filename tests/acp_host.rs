@@ -45,24 +45,16 @@ fn config(cwd: &Path) -> ConversationConfig {
         .event_filter(EventFilter::All)
 }
 
+/// How long one event may take.
+const EVENT_WAIT: Duration = Duration::from_secs(20);
+
 async fn next(conv: &mut Conversation) -> Event {
-    tokio::time::timeout(Duration::from_secs(20), conv.next_event())
-        .await
-        .expect("no event within 20 s")
-        .expect("the event stream ended")
+    common::conversation::next_within(conv, EVENT_WAIT).await
 }
 
 /// Events until the turn `turn` ends (that event included).
 async fn turn_events(conv: &mut Conversation, turn: &str) -> Vec<EventMsg> {
-    let mut seen = Vec::new();
-    loop {
-        let event = next(conv).await;
-        let ends = event.id == turn && event.msg.ends_turn();
-        seen.push(event.msg);
-        if ends {
-            return seen;
-        }
-    }
+    common::conversation::turn_events_within(conv, turn, EVENT_WAIT).await
 }
 
 fn exec_output(events: &[EventMsg]) -> Option<(i32, String)> {

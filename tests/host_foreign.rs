@@ -44,15 +44,15 @@ struct Agent {
     mock: ModelMock,
 }
 
+/// The variables `cmd` sets (the peers' helpers clear the rest).
+fn set_vars(cmd: &Command) -> impl Iterator<Item = (&std::ffi::OsStr, &std::ffi::OsStr)> {
+    cmd.get_envs().filter_map(|(key, value)| Some((key, value?)))
+}
+
 /// `cmd` (as the peers' helpers build it) as the host's command.
 fn host_command(cmd: &Command) -> AgentCommand {
     let mut agent = AgentCommand::new(cmd.get_program());
-    agent.args(cmd.get_args()).env_clear();
-    for (key, value) in cmd.get_envs() {
-        if let Some(value) = value {
-            agent.env(key, value);
-        }
-    }
+    agent.args(cmd.get_args()).env_clear().envs(set_vars(cmd));
     if let Some(dir) = cmd.get_current_dir() {
         agent.current_dir(dir);
     }
@@ -100,24 +100,16 @@ impl Agent {
     }
 }
 
+/// How long one event may take.
+const EVENT_WAIT: Duration = Duration::from_secs(60);
+
 async fn next(conv: &mut Conversation) -> deputy_protocol::Event {
-    tokio::time::timeout(Duration::from_secs(60), conv.next_event())
-        .await
-        .expect("no event within 60 s")
-        .expect("the event stream ended")
+    common::conversation::next_within(conv, EVENT_WAIT).await
 }
 
 /// Events until the turn `turn` ends (that event included).
 async fn turn_events(conv: &mut Conversation, turn: &str) -> Vec<EventMsg> {
-    let mut seen = Vec::new();
-    loop {
-        let event = next(conv).await;
-        let ends = event.id == turn && event.msg.ends_turn();
-        seen.push(event.msg);
-        if ends {
-            return seen;
-        }
-    }
+    common::conversation::turn_events_within(conv, turn, EVENT_WAIT).await
 }
 
 async fn turn(conv: &mut Conversation, prompt: &str) -> Vec<EventMsg> {
@@ -432,12 +424,7 @@ fn exec_json_with_the_agent_from_path(which: Which) {
     };
     let home = agent.run.path("deputy_home");
     let mut cmd = common::deputy_std(&home);
-    cmd.env_clear();
-    for (key, value) in template.get_envs() {
-        if let Some(value) = value {
-            cmd.env(key, value);
-        }
-    }
+    cmd.env_clear().envs(set_vars(&template));
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     cmd.env("PATH", path).env("DEPUTY_HOME", &home).env("NO_COLOR", "1");
     let out = cmd

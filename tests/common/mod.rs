@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `deputy` binary.
 #![allow(dead_code)]
 
+pub mod conversation;
 pub mod npm;
 
 use std::path::{Path, PathBuf};
