@@ -220,6 +220,42 @@ pub trait ForeignSession: Send {
     fn turn_running(&self) -> bool;
 }
 
+/// What an op may do, after the rules every dialect's `submit` shares.
+pub(crate) enum Gate {
+    /// A shutdown was recorded: interrupt the running turn first (the
+    /// session closes stdin at its end), or close stdin now.
+    Shutdown {
+        /// A turn is running.
+        interrupt: bool,
+    },
+    /// Map the op.
+    Go,
+}
+
+/// The rules every dialect's `submit` shares: nothing after a shutdown; a
+/// shutdown is recorded (under the submission `id`) whether or not the
+/// handshake finished; other ops wait for it; one turn at a time.
+pub(crate) fn gate(
+    shutdown: &mut Option<String>,
+    ready: bool,
+    turn_running: bool,
+    id: &str,
+    op: &Op,
+) -> Result<Gate, SubmitError> {
+    if shutdown.is_some() {
+        return Err(SubmitError::ShuttingDown);
+    }
+    match op {
+        Op::Shutdown => {
+            *shutdown = Some(id.to_owned());
+            Ok(Gate::Shutdown { interrupt: turn_running })
+        }
+        _ if !ready => Err(SubmitError::NotReady),
+        Op::UserInput { .. } if turn_running => Err(SubmitError::TurnInProgress),
+        _ => Ok(Gate::Go),
+    }
+}
+
 /// Bytes of a command's output kept from its start in `exec_command_end`
 /// (as `deputy agent` keeps them).
 pub const OUTPUT_HEAD_BYTES: usize = 64 * 1024;

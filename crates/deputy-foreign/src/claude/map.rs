@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::wire::{self, CanUseTool, ContentBlock, Incoming, ResultLine, Usage, UserLine};
 use crate::{
-    Approval, DecodeError, ForeignSession, OtherApproval, Output, SubmitError, cap_output, common_parent,
-    edit_changes, event, interrupted_exec_end, outside, unreported_patch_end,
+    Approval, DecodeError, ForeignSession, Gate, OtherApproval, Output, SubmitError, cap_output,
+    common_parent, edit_changes, event, gate, interrupted_exec_end, outside, unreported_patch_end,
 };
 
 /// A function returning a file's current text (`None`: missing or unreadable).
@@ -658,25 +658,14 @@ impl ForeignSession for ClaudeSession {
     }
 
     fn submit(&mut self, id: &str, op: &Op) -> Result<Vec<Output>, SubmitError> {
-        if self.shutdown.is_some() {
-            return Err(SubmitError::ShuttingDown);
-        }
-        if let Op::Shutdown = op {
-            self.shutdown = Some(id.to_owned());
+        match gate(&mut self.shutdown, self.ready, self.turn.is_some(), id, op)? {
             // On end of input Claude finishes the running turn first: stop it.
-            if self.turn.is_some() {
-                return Ok(self.interrupt());
-            }
-            return Ok(vec![Output::CloseInput]);
-        }
-        if !self.ready {
-            return Err(SubmitError::NotReady);
+            Gate::Shutdown { interrupt: true } => return Ok(self.interrupt()),
+            Gate::Shutdown { interrupt: false } => return Ok(vec![Output::CloseInput]),
+            Gate::Go => {}
         }
         match op {
             Op::UserInput { items } => {
-                if self.turn.is_some() {
-                    return Err(SubmitError::TurnInProgress);
-                }
                 let text =
                     items.iter().map(|InputItem::Text { text }| text.as_str()).collect::<Vec<_>>().join("\n");
                 self.turns += 1;

@@ -18,8 +18,8 @@ use super::wire::{
     WarningNotification, methods,
 };
 use crate::{
-    Approval, DecodeError, ForeignSession, OtherApproval, Output, OutputBuf, SubmitError, cap_output,
-    common_parent, event, interrupted_exec_end, outside, relative_to, unreported_patch_end,
+    Approval, DecodeError, ForeignSession, Gate, OtherApproval, Output, OutputBuf, SubmitError, cap_output,
+    common_parent, event, gate, interrupted_exec_end, outside, relative_to, unreported_patch_end,
 };
 
 /// How to start the conversation.
@@ -923,24 +923,13 @@ impl ForeignSession for CodexSession {
     }
 
     fn submit(&mut self, id: &str, op: &Op) -> Result<Vec<Output>, SubmitError> {
-        if self.shutdown.is_some() {
-            return Err(SubmitError::ShuttingDown);
-        }
-        if let Op::Shutdown = op {
-            self.shutdown = Some(id.to_owned());
-            if self.turn.is_some() {
-                return Ok(self.interrupt());
-            }
-            return Ok(vec![Output::CloseInput]);
-        }
-        if !self.ready {
-            return Err(SubmitError::NotReady);
+        match gate(&mut self.shutdown, self.ready, self.turn.is_some(), id, op)? {
+            Gate::Shutdown { interrupt: true } => return Ok(self.interrupt()),
+            Gate::Shutdown { interrupt: false } => return Ok(vec![Output::CloseInput]),
+            Gate::Go => {}
         }
         match op {
             Op::UserInput { items } => {
-                if self.turn.is_some() {
-                    return Err(SubmitError::TurnInProgress);
-                }
                 let input = items
                     .iter()
                     .map(|InputItem::Text { text }| UserInput::Text {
