@@ -220,6 +220,37 @@ pub trait ForeignSession: Send {
     fn turn_running(&self) -> bool;
 }
 
+/// Why a turn ends early: the shutdown, if one was asked, else an interrupt.
+pub(crate) fn abort_reason(shutdown: &Option<String>) -> deputy_protocol::TurnAbortReason {
+    if shutdown.is_some() {
+        deputy_protocol::TurnAbortReason::Shutdown
+    } else {
+        deputy_protocol::TurnAbortReason::Interrupted
+    }
+}
+
+/// The end of every dialect's `closed()`: the turn still running (its
+/// submission id and turn id) is aborted — after an error saying that
+/// `agent` exited, unless a shutdown was asked — and an asked shutdown is
+/// complete.
+pub(crate) fn end_of_output(
+    agent: &str,
+    turn: Option<(String, String)>,
+    shutdown: &Option<String>,
+) -> Vec<Output> {
+    let mut out = Vec::new();
+    if let Some((sub, turn_id)) = turn {
+        if shutdown.is_none() {
+            out.push(event(&sub, EventMsg::Error { message: format!("{agent} exited during the turn") }));
+        }
+        out.push(event(&sub, EventMsg::TurnAborted { turn_id, reason: abort_reason(shutdown) }));
+    }
+    if let Some(sub) = shutdown {
+        out.push(event(sub, EventMsg::ShutdownComplete));
+    }
+    out
+}
+
 /// What an op may do, after the rules every dialect's `submit` shares.
 pub(crate) enum Gate {
     /// A shutdown was recorded: interrupt the running turn first (the

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::wire::{self, CanUseTool, ContentBlock, Incoming, ResultLine, Usage, UserLine};
 use crate::{
     Approval, DecodeError, ForeignSession, Gate, OtherApproval, Output, SubmitError, cap_output,
-    common_parent, edit_changes, event, gate, interrupted_exec_end, outside, unreported_patch_end,
+    common_parent, edit_changes, end_of_output, event, gate, interrupted_exec_end, outside,
+    unreported_patch_end,
 };
 
 /// A function returning a file's current text (`None`: missing or unreadable).
@@ -198,7 +199,7 @@ impl ClaudeSession {
     }
 
     fn abort_reason(&self) -> TurnAbortReason {
-        if self.shutdown.is_some() { TurnAbortReason::Shutdown } else { TurnAbortReason::Interrupted }
+        crate::abort_reason(&self.shutdown)
     }
 
     fn track(&mut self, id: String, tool: Tool) {
@@ -781,21 +782,8 @@ impl ForeignSession for ClaudeSession {
                 },
             ));
         }
-        if let Some(turn) = self.turn.take() {
-            if self.shutdown.is_none() {
-                out.push(event(
-                    &turn.sub,
-                    EventMsg::Error { message: "claude exited during the turn".into() },
-                ));
-            }
-            out.push(event(
-                &turn.sub,
-                EventMsg::TurnAborted { turn_id: turn.id, reason: self.abort_reason() },
-            ));
-        }
-        if let Some(sub) = &self.shutdown {
-            out.push(event(sub, EventMsg::ShutdownComplete));
-        }
+        let turn = self.turn.take().map(|turn| (turn.sub, turn.id));
+        out.extend(end_of_output("claude", turn, &self.shutdown));
         out
     }
 

@@ -19,7 +19,8 @@ use super::wire::{
 };
 use crate::{
     Approval, DecodeError, ForeignSession, Gate, OtherApproval, Output, OutputBuf, SubmitError, cap_output,
-    common_parent, event, gate, interrupted_exec_end, outside, relative_to, unreported_patch_end,
+    common_parent, end_of_output, event, gate, interrupted_exec_end, outside, relative_to,
+    unreported_patch_end,
 };
 
 /// How to start the conversation.
@@ -332,7 +333,7 @@ impl CodexSession {
     }
 
     fn abort_reason(&self) -> TurnAbortReason {
-        if self.shutdown.is_some() { TurnAbortReason::Shutdown } else { TurnAbortReason::Interrupted }
+        crate::abort_reason(&self.shutdown)
     }
 
     fn on_notification(&mut self, method: &str, params: Value) -> Vec<Output> {
@@ -1020,21 +1021,8 @@ impl ForeignSession for CodexSession {
                 },
             ));
         }
-        if let Some(turn) = self.turn.take() {
-            if self.shutdown.is_none() {
-                out.push(event(
-                    &turn.sub,
-                    EventMsg::Error { message: "codex app-server exited during the turn".into() },
-                ));
-            }
-            out.push(event(
-                &turn.sub,
-                EventMsg::TurnAborted { turn_id: turn.id.unwrap_or_default(), reason: self.abort_reason() },
-            ));
-        }
-        if let Some(sub) = &self.shutdown {
-            out.push(event(sub, EventMsg::ShutdownComplete));
-        }
+        let turn = self.turn.take().map(|turn| (turn.sub, turn.id.unwrap_or_default()));
+        out.extend(end_of_output("codex app-server", turn, &self.shutdown));
         out
     }
 
