@@ -119,6 +119,7 @@ pub mod rollout;
 pub mod sandbox;
 mod server;
 mod session;
+mod stdio;
 mod turn;
 pub mod util;
 

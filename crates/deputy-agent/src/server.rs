@@ -403,10 +403,12 @@ pub fn run_stdio(config: AgentConfig) -> i32 {
                 }
             }
         };
-        serve_until(tokio::io::stdin(), tokio::io::stdout(), config, stop).await
+        let (input, output) = crate::stdio::stdio();
+        serve_until(input, output, config, stop).await
     });
     crate::exec::kill_leftovers();
-    // The stdin reader may be parked in a blocking read: do not wait for it.
+    // Where stdin is not a pipe, its reader may be parked in a blocking read
+    // on the pool: do not wait for it.
     rt.shutdown_background();
     code
 }
