@@ -132,31 +132,24 @@ impl AgentCommand {
         self.cwd.as_deref()
     }
 
-    /// A `std` command with this program, arguments, environment and directory
-    /// (stdio and process group are set by the spawner).
-    pub(crate) fn to_std(&self) -> std::process::Command {
-        let mut cmd = match &self.reaper {
+    /// What the spawner starts: the program (the reaper, if any, with the
+    /// program as its first argument), argv, the whole environment and the
+    /// directory.
+    pub(crate) fn launch(&self) -> crate::spawn::Launch {
+        let (program, mut argv) = match &self.reaper {
             Some(deputy) => {
-                let mut cmd = std::process::Command::new(deputy);
-                cmd.arg("__reap").arg(&self.program);
-                cmd
+                let deputy = deputy.as_os_str().to_owned();
+                (deputy.clone(), vec![deputy, "__reap".into(), self.program.clone()])
             }
-            None => std::process::Command::new(&self.program),
+            None => (self.program.clone(), vec![self.program.clone()]),
         };
-        cmd.args(&self.args);
-        if self.env_clear {
-            cmd.env_clear();
+        argv.extend(self.args.iter().cloned());
+        crate::spawn::Launch {
+            program,
+            argv,
+            env: crate::spawn::child_env(self.env_clear, &self.env),
+            cwd: self.cwd.clone(),
         }
-        for (k, v) in &self.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        if let Some(dir) = &self.cwd {
-            cmd.current_dir(dir);
-        }
-        cmd
     }
 }
 
@@ -195,9 +188,18 @@ mod tests {
         assert_eq!(cmd.get_program(), "agent-bin");
         assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/tmp")));
-        let std = cmd.to_std();
-        let envs: Vec<_> = std.get_envs().collect();
-        assert_eq!(envs, [(OsStr::new("X"), Some(OsStr::new("1"))), (OsStr::new("Y"), None)]);
+        let launch = cmd.launch();
+        assert_eq!(launch.program, "agent-bin");
+        assert_eq!(launch.argv, ["agent-bin", "a", "b", "c"]);
+        assert!(launch.env.contains(&(OsString::from("X"), OsString::from("1"))));
+        assert!(!launch.env.iter().any(|(k, _)| k == "Y"));
+        assert_eq!(launch.cwd.as_deref(), Some(Path::new("/tmp")));
+        let mut reaped = AgentCommand::new("agent-bin");
+        reaped.arg("a").reaped_by("/opt/deputy").env_clear().env("Z", "2");
+        let launch = reaped.launch();
+        assert_eq!(launch.program, "/opt/deputy");
+        assert_eq!(launch.argv, ["/opt/deputy", "__reap", "agent-bin", "a"]);
+        assert_eq!(launch.env, [(OsString::from("Z"), OsString::from("2"))]);
     }
 
     #[test]

@@ -51,8 +51,9 @@
 //!
 //! # Process hygiene
 //!
-//! - The agent is spawned with `setsid()` in `pre_exec`: it leads a new session
-//!   and process group (pgid = sid = its pid), with all three stdio pipes.
+//! - The agent is spawned with `posix_spawn` and `POSIX_SPAWN_SETSID`: it leads
+//!   a new session and process group (pgid = sid = its pid), with all three
+//!   stdio pipes. No `fork()`: its cost would grow with the host's memory.
 //! - stderr is drained concurrently (an undrained pipe blocks the child) into
 //!   `tracing` (target `deputy_host::agent_stderr`, debug) and a bounded tail
 //!   of the last 64 KiB, attached to errors ([`HostError::stderr_tail`]).
@@ -124,6 +125,7 @@ mod filter;
 mod io;
 mod one_shot;
 mod process;
+mod spawn;
 mod stderr;
 
 pub use approver::{

@@ -1,7 +1,8 @@
 //! The agent process: spawned in a session of its own, killed as a tree, reaped.
 //!
-//! The child is started with `setsid()` (in `pre_exec`), so it leads a new
-//! session and a new process group whose ids equal its pid. Killing the tree
+//! The child is started in a new session ([`crate::spawn`], `posix_spawn`
+//! with `POSIX_SPAWN_SETSID`), so it leads a new session and a new process
+//! group whose ids equal its pid. Killing the tree
 //! ([`deputy_proctree::kill_tree`] with [`Tree::session_leader`]):
 //!
 //! 1. every process found by parent links from the agent (its tools, their
@@ -21,7 +22,7 @@
 //! under `deputy`'s own small reaper, which closes that gap.
 
 use std::io;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,30 +49,18 @@ pub(crate) struct AgentProcess {
 ///
 /// Must be called inside a tokio runtime (the pipes are registered with it).
 pub(crate) fn spawn(cmd: &AgentCommand) -> Result<AgentProcess, HostError> {
-    use std::os::unix::process::CommandExt as _;
     let program = cmd.get_program().to_string_lossy().into_owned();
     let spawn_error =
         |source: io::Error| HostError::Spawn { program: program.clone(), source: source.into() };
-    let mut std_cmd = cmd.to_std();
-    std_cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        std_cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = std_cmd.spawn().map_err(spawn_error)?;
-    let pid = child.id();
+    let started = crate::spawn::spawn_session_leader(&cmd.launch()).map_err(spawn_error)?;
+    let pid = started.pid as u32;
+    let child = ChildProc::new(pid);
     let pipes = (|| {
-        let stdin = ChildStdin::from_std(child.stdin.take().expect("piped"))?;
-        let stdout = ChildStdout::from_std(child.stdout.take().expect("piped"))?;
-        let stderr = ChildStderr::from_std(child.stderr.take().expect("piped"))?;
+        let stdin = ChildStdin::from_std(std::process::ChildStdin::from(started.stdin))?;
+        let stdout = ChildStdout::from_std(std::process::ChildStdout::from(started.stdout))?;
+        let stderr = ChildStderr::from_std(std::process::ChildStderr::from(started.stderr))?;
         Ok::<_, io::Error>((stdin, stdout, stderr))
     })();
-    let child = ChildProc::new(child);
     match pipes {
         Ok((stdin, stdout, stderr)) => {
             tracing::debug!(pid, program = %program, "agent spawned");
@@ -86,7 +75,6 @@ pub(crate) fn spawn(cmd: &AgentCommand) -> Result<AgentProcess, HostError> {
 }
 
 struct State {
-    child: std::process::Child,
     status: Option<ExitStatus>,
 }
 
@@ -99,11 +87,10 @@ pub(crate) struct ChildProc {
 }
 
 impl ChildProc {
-    fn new(child: std::process::Child) -> Self {
-        let pid = child.id();
+    fn new(pid: u32) -> Self {
         ChildProc {
             pid,
-            state: Mutex::new(State { child, status: None }),
+            state: Mutex::new(State { status: None }),
             #[cfg(target_os = "linux")]
             pidfd: open_pidfd(pid),
         }
@@ -179,7 +166,7 @@ impl ChildProc {
     pub fn try_reap(&self) -> Option<ExitStatus> {
         let mut state = self.lock();
         if state.status.is_none() {
-            match state.child.try_wait() {
+            match try_wait(self.pid) {
                 Ok(Some(status)) => state.status = Some(status),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(pid = self.pid, error = %e, "waiting for the agent failed"),
@@ -219,6 +206,25 @@ impl ChildProc {
 impl std::fmt::Debug for ChildProc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildProc").field("pid", &self.pid).field("status", &self.status()).finish()
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: reaps the child if it has terminated.
+fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt as _;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child writes its status into `status`.
+        match unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) } {
+            0 => return Ok(None),
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            _ => return Ok(Some(ExitStatus::from_raw(status))),
+        }
     }
 }
 
