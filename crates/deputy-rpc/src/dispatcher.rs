@@ -10,7 +10,7 @@ use tracing::{error, warn};
 
 use crate::peer::Inner;
 use crate::reader::{CREDIT_GROUP, Job, NotificationBatch};
-use crate::router::{BatchEndFn, NotificationFn};
+use crate::router::{BatchEndFn, BoxFuture, NotificationFn, RunFn};
 
 /// If the dispatcher stops abnormally, the reader must not wait for permits
 /// that never come back.
@@ -26,7 +26,8 @@ impl Drop for DispatcherGuard {
 /// reader as handlers finish (in groups, to keep the hot path cheap).
 pub(crate) async fn dispatch_loop(
     mut rx: mpsc::UnboundedReceiver<NotificationBatch>,
-    handlers: Vec<(&'static str, Box<NotificationFn>)>,
+    handlers: Vec<(&'static str, Box<RunFn>)>,
+    lines: Option<Box<NotificationFn>>,
     batch_end: Option<Box<BatchEndFn>>,
     permits: Arc<Semaphore>,
     inner: Arc<Inner>,
@@ -44,8 +45,16 @@ pub(crate) async fn dispatch_loop(
             if inner.local_close.is_cancelled() {
                 return;
             }
-            let (handler, range) = match job {
-                Job::Notify(handler, range) => (handler, range),
+            let (method, started) = match job {
+                Job::Notify(handler, params) => {
+                    let (method, run) = &handlers[handler];
+                    (*method, std::panic::catch_unwind(AssertUnwindSafe(|| run(params))).map(Ok))
+                }
+                Job::Line(range) => {
+                    let line = range.map(|r| &batch.text[r]);
+                    let handler = lines.as_ref().expect("line jobs come only in line mode");
+                    ("(line)", std::panic::catch_unwind(AssertUnwindSafe(|| handler(line))))
+                }
                 Job::Then(then) => {
                     if std::panic::catch_unwind(AssertUnwindSafe(then)).is_err() {
                         error!("handing over a response or request in order panicked");
@@ -53,16 +62,10 @@ pub(crate) async fn dispatch_loop(
                     continue;
                 }
             };
-            let (method, handler) = &handlers[handler];
-            let params = range.map(|r| &batch.text[r]);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| handler(params))) {
+            match started {
                 Ok(Ok(fut)) => {
-                    tokio::select! {
-                        biased;
-                        r = AssertUnwindSafe(fut).catch_unwind() => if r.is_err() {
-                            error!(method, "a notification handler panicked");
-                        },
-                        () = inner.local_close.cancelled() => return,
+                    if run_handler(fut, method, &inner).await.is_err() {
+                        return;
                     }
                 }
                 Ok(Err(e)) => {
@@ -87,4 +90,26 @@ pub(crate) async fn dispatch_loop(
             }
         }
     }
+}
+
+struct Stop;
+
+/// Runs one handler to its end, unless the connection is closed locally
+/// meanwhile (`Err(Stop)`). Most handlers finish at the first poll (an event
+/// taken into a batch): that poll comes before the race with the close is
+/// set up, which costs more than the handler.
+async fn run_handler(fut: BoxFuture<()>, method: &str, inner: &Inner) -> Result<(), Stop> {
+    let mut fut = AssertUnwindSafe(fut).catch_unwind();
+    let result = match futures::poll!(&mut fut) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => tokio::select! {
+            biased;
+            result = fut => result,
+            () = inner.local_close.cancelled() => return Err(Stop),
+        },
+    };
+    if result.is_err() {
+        error!(method, "a notification handler panicked");
+    }
+    Ok(())
 }

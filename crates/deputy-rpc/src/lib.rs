@@ -90,7 +90,13 @@
 //! other messages. Notifications run one at a time, in arrival order, on a
 //! dispatcher task fed by a queue bounded by [`PeerConfig::notification_capacity`]:
 //! a slow consumer holds the reader back (end-to-end backpressure). Params of
-//! notifications are decoded on the dispatcher, not on the reader. The reader hands the
+//! notifications are decoded on the reader, the handler runs on the dispatcher.
+//! A notification of the plain shape (`jsonrpc`, `method` without escapes,
+//! `params`, nothing else: what this crate writes) is read in one pass, the
+//! params decoded straight from the line
+//! ([`message::plain_notification`]); every other line, and one whose params
+//! do not decode, goes through the full [`message::classify`], so the
+//! outcome is the same either way. The reader hands the
 //! notifications of each read to the dispatcher as one batch;
 //! [`Router::notification_batch_end`] runs after each batch, so a handler that
 //! buffers can pass its work on in bulk (one cross-thread wake-up per batch).

@@ -137,6 +137,134 @@ fn error_for(s: &str, err: serde_json::Error) -> ErrorObject {
     }
 }
 
+/// The common shape of a notification, read without serde: one object
+/// whose members are `jsonrpc` (exactly `"2.0"`, optional), `method` (a
+/// string without escapes) and `params` (optional, any value), each once,
+/// and nothing else; the method and the params' text (`None` if absent or
+/// `null`) are returned. Anything else, including strings with escapes,
+/// gives `None`, and the caller falls back to [`classify`].
+///
+/// The params are located, not validated: the caller must decode them (which
+/// validates them) and fall back to [`classify`] if that fails. Whenever this
+/// returns `Some` and the params decode, the line is valid JSON and
+/// [`classify`] would give the same notification (the property tests in
+/// `tests/props.rs` check it), so the line is scanned once instead of twice.
+pub fn plain_notification(line: &[u8]) -> Option<(&str, Option<&str>)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let s = text.as_bytes();
+    let mut i = skip_ws(s, 0);
+    if s.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let (mut jsonrpc, mut method, mut params) = (false, None, None);
+    loop {
+        let (key, next) = plain_string(text, skip_ws(s, i))?;
+        i = skip_ws(s, next);
+        if s.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(s, i + 1);
+        match key {
+            "jsonrpc" if !jsonrpc => {
+                let (version, next) = plain_string(text, i)?;
+                if version != "2.0" {
+                    return None;
+                }
+                jsonrpc = true;
+                i = next;
+            }
+            "method" if method.is_none() => {
+                let (name, next) = plain_string(text, i)?;
+                method = Some(name);
+                i = next;
+            }
+            "params" if params.is_none() => {
+                let end = value_end(s, i)?;
+                params = Some(&text[i..end]);
+                i = end;
+            }
+            _ => return None,
+        }
+        i = skip_ws(s, i);
+        match s.get(i)? {
+            b',' => i += 1,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if skip_ws(s, i + 1) != s.len() {
+        return None;
+    }
+    Some((method?, params.filter(|p| *p != "null")))
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// A string starting at `i` with no escapes and no control characters: its
+/// content and the index after its closing quote.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let s = text.as_bytes();
+    if s.get(i) != Some(&b'"') {
+        return None;
+    }
+    let len = memchr::memchr(b'"', &s[i + 1..])?;
+    let content = &s[i + 1..i + 1 + len];
+    if content.iter().any(|&b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    Some((&text[i + 1..i + 1 + len], i + len + 2))
+}
+
+/// Where the JSON value starting at `i` ends, found by matching brackets
+/// outside strings; no validation (a value that is not JSON ends anywhere,
+/// or nowhere: `None`).
+fn value_end(s: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        match *s.get(i)? {
+            b'"' => {
+                i = string_end(s, i + 1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' if depth > 0 => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' | b',' | b' ' | b'\t' | b'\r' | b'\n' if depth == 0 => {
+                return (i > start).then_some(i);
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index after the closing quote of the string whose content starts at `i`.
+fn string_end(s: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+        if s[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2; // an escape: skip the escaped character
+    }
+}
+
 /// Classifies one line (as yielded by the framer).
 pub fn classify(line: &[u8]) -> Incoming<'_> {
     let text = match std::str::from_utf8(line) {

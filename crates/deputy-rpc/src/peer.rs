@@ -453,36 +453,27 @@ impl Peer {
         });
         let peer = Peer { handle: Arc::new(Handle { inner: Arc::clone(&inner), tx: out_tx }) };
         let mut router = router;
-        let mut notification_index = HashMap::new();
-        let mut notification_handlers = Vec::new();
+        let mut notifications = HashMap::new();
+        let mut runners = Vec::new();
         for (method, handler) in std::mem::take(&mut router.notifications) {
-            notification_index.insert(method, notification_handlers.len());
-            notification_handlers.push((method, handler));
+            notifications.insert(method, (handler.decode, runners.len()));
+            runners.push((method, handler.run));
         }
         let batch_end = router.batch_end.take();
-        // Line mode: the line handler is one more dispatcher handler.
-        let lines = router.lines.take().map(|handler| {
-            notification_handlers.push(("(line)", handler));
-            notification_handlers.len() - 1
-        });
+        let lines = router.lines.take();
         let state = ReaderState::new(
             Arc::clone(&inner),
             peer.clone(),
             router,
-            notification_index,
-            lines,
+            notifications,
+            lines.is_some(),
             notif_tx,
             Arc::clone(&permits),
         );
         let reader = tokio::spawn(state.run(reader));
         let writer = tokio::spawn(write_loop(writer, out_rx, Arc::clone(&inner)));
-        let dispatcher = tokio::spawn(dispatch_loop(
-            notif_rx,
-            notification_handlers,
-            batch_end,
-            permits,
-            Arc::clone(&inner),
-        ));
+        let dispatcher =
+            tokio::spawn(dispatch_loop(notif_rx, runners, lines, batch_end, permits, Arc::clone(&inner)));
         (peer, Connection { reader, writer, dispatcher, inner })
     }
 

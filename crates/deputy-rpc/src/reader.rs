@@ -49,9 +49,10 @@ use crate::framing::{Frame, LineFramer};
 use crate::id::Id;
 use crate::message::{
     Incoming, Message, Payload, classify, encode_batch, encode_error, encode_notification, encode_result,
+    plain_notification,
 };
 use crate::peer::{CloseReason, Inner, Out, OwnedPayload, Peer, ReaderEnd};
-use crate::router::{BoxFuture, RequestContext, Router};
+use crate::router::{BoxFuture, DecodeFn, Decoded, RequestContext, Router};
 
 /// Notification permits are taken and given back in groups of this size.
 pub(crate) const CREDIT_GROUP: usize = 32;
@@ -71,10 +72,11 @@ pub(crate) struct ReaderState {
     inner: Arc<Inner>,
     peer: Peer,
     router: Router,
-    /// Notification method → index of its handler in the dispatcher.
-    notification_index: HashMap<&'static str, usize>,
-    /// Line mode ([`Router::lines`]): the index of the line handler.
-    lines: Option<usize>,
+    /// Notification method → its decoder, and the index of its runner in
+    /// the dispatcher.
+    notifications: HashMap<&'static str, (Box<DecodeFn>, usize)>,
+    /// Line mode ([`Router::lines`]).
+    lines: bool,
     /// To the dispatcher: batches of notifications.
     notif_tx: mpsc::UnboundedSender<NotificationBatch>,
     /// One permit per notification queued and not yet handled.
@@ -85,9 +87,8 @@ pub(crate) struct ReaderState {
     batch: NotificationBatch,
 }
 
-/// Notifications handed from the reader to the dispatcher in one go. Their params
-/// are copied into one string, so the reader allocates nothing per notification
-/// and the decoding (and its allocations) happens on the dispatcher.
+/// Notifications handed from the reader to the dispatcher in one go: their
+/// params decoded, or in line mode the lines copied into one string.
 #[derive(Default)]
 pub(crate) struct NotificationBatch {
     pub(crate) text: String,
@@ -96,9 +97,10 @@ pub(crate) struct NotificationBatch {
 
 /// One thing for the dispatcher to do, in order.
 pub(crate) enum Job {
-    /// A notification: its handler's index, and where its params are in the
-    /// batch's text.
-    Notify(usize, Option<std::ops::Range<usize>>),
+    /// A notification: its handler's index, and its decoded params.
+    Notify(usize, Decoded),
+    /// Line mode: where the line is in the batch's text (`None`: end of input).
+    Line(Option<std::ops::Range<usize>>),
     /// In-order mode ([`PeerConfig::in_order`](crate::PeerConfig::in_order)):
     /// hand over a response, or start a request's handler, once the
     /// notifications before it were handled. Takes no notification permit.
@@ -124,8 +126,8 @@ impl ReaderState {
         inner: Arc<Inner>,
         peer: Peer,
         router: Router,
-        notification_index: HashMap<&'static str, usize>,
-        lines: Option<usize>,
+        notifications: HashMap<&'static str, (Box<DecodeFn>, usize)>,
+        lines: bool,
         notif_tx: mpsc::UnboundedSender<NotificationBatch>,
         permits: Arc<Semaphore>,
     ) -> Self {
@@ -133,7 +135,7 @@ impl ReaderState {
             inner,
             peer,
             router,
-            notification_index,
+            notifications,
             lines,
             notif_tx,
             permits,
@@ -223,9 +225,10 @@ impl ReaderState {
                 match frame {
                     Frame::Line(line) => {
                         trace!(line = %String::from_utf8_lossy(line), "<-");
-                        let flow = match self.lines {
-                            Some(handler) => self.queue(handler, Some(&String::from_utf8_lossy(line))).await,
-                            None => self.handle_line(line).await,
+                        let flow = if self.lines {
+                            self.queue_line(Some(&String::from_utf8_lossy(line))).await
+                        } else {
+                            self.handle_line(line).await
                         };
                         if let Flow::Stop = flow {
                             return ReaderEnd::Stopped;
@@ -241,7 +244,7 @@ impl ReaderState {
                             hook(&InvalidInput::new(&error, framer.oversized_head(), len));
                         }
                         // In line mode the peer would not understand an answer.
-                        if self.lines.is_none()
+                        if !self.lines
                             && let Flow::Stop = self.reply(encode_error(None, &error)).await
                         {
                             return ReaderEnd::Stopped;
@@ -292,6 +295,17 @@ impl ReaderState {
     }
 
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
+        // The common case first, read once: a plain notification whose
+        // params decode. Anything else, or params that do not decode, goes
+        // to the full classifier, which decides exactly as if this were not here.
+        if let Some((method, params)) = plain_notification(line)
+            && method != self.inner.config.cancel_style.method()
+            && let Some((decode, handler)) = self.notifications.get(method)
+            && let Ok(decoded) = decode(params)
+        {
+            let handler = *handler;
+            return self.queue(Job::Notify(handler, decoded)).await;
+        }
         match classify(line) {
             Incoming::Single(Message::Notification { method, params }) => {
                 self.handle_notification(&method, params).await
@@ -436,24 +450,56 @@ impl ReaderState {
             self.handle_cancel(params);
             return Flow::Continue;
         }
-        let Some(&handler) = self.notification_index.get(method) else {
+        let Some((decode, handler)) = self.notifications.get(method) else {
             debug!(method, "ignoring a notification with no handler");
             return Flow::Continue;
         };
-        self.queue(handler, params.map(RawValue::get)).await
+        let handler = *handler;
+        match decode(params.map(RawValue::get)) {
+            Ok(decoded) => self.queue(Job::Notify(handler, decoded)).await,
+            Err(e) => {
+                warn!(method, error = %e, "skipping a notification whose params do not decode");
+                Flow::Continue
+            }
+        }
     }
 
     /// Line mode: tells the line handler the input ended (`None`).
     async fn end_of_lines(&mut self) -> Flow {
-        match self.lines {
-            Some(handler) => self.queue(handler, None).await,
-            None => Flow::Continue,
-        }
+        if self.lines { self.queue_line(None).await } else { Flow::Continue }
     }
 
-    /// Queues a call of the dispatcher's handler `handler` with `params`,
-    /// taking a permit (waiting for one when the dispatcher lags).
-    async fn queue(&mut self, handler: usize, params: Option<&str>) -> Flow {
+    /// Line mode: queues `line` for the line handler.
+    async fn queue_line(&mut self, line: Option<&str>) -> Flow {
+        // The permit first: waiting for one hands the batch (and its text) over.
+        if let Flow::Stop = self.take_permit().await {
+            return Flow::Stop;
+        }
+        let batch = &mut self.batch;
+        let range = line.map(|l| {
+            if batch.text.capacity() == 0 {
+                batch.text.reserve(crate::framing::READ_CHUNK);
+            }
+            let start = batch.text.len();
+            batch.text.push_str(l);
+            start..batch.text.len()
+        });
+        batch.jobs.push(Job::Line(range));
+        Flow::Continue
+    }
+
+    /// Queues a job for the dispatcher, taking a permit.
+    async fn queue(&mut self, job: Job) -> Flow {
+        if let Flow::Stop = self.take_permit().await {
+            return Flow::Stop;
+        }
+        self.batch.jobs.push(job);
+        Flow::Continue
+    }
+
+    /// Takes a notification permit, waiting for one when the dispatcher
+    /// lags (after handing it the batch so far).
+    async fn take_permit(&mut self) -> Flow {
         if self.credits == 0 {
             // Take permits in groups: one atomic operation per group, not per message.
             let group = CREDIT_GROUP.min(self.inner.config.notification_capacity);
@@ -482,16 +528,6 @@ impl ReaderState {
             }
         }
         self.credits -= 1;
-        let batch = &mut self.batch;
-        let range = params.map(|p| {
-            if batch.text.capacity() == 0 {
-                batch.text.reserve(crate::framing::READ_CHUNK);
-            }
-            let start = batch.text.len();
-            batch.text.push_str(p);
-            start..batch.text.len()
-        });
-        batch.jobs.push(Job::Notify(handler, range));
         Flow::Continue
     }
 

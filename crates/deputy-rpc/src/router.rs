@@ -1,5 +1,6 @@
 //! The handler table.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -21,9 +22,23 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// Decodes params and starts the handler; the future yields the complete response line.
 pub(crate) type RequestFn =
     dyn Fn(Option<&RawValue>, RequestContext) -> Result<BoxFuture<Vec<u8>>, serde_json::Error> + Send + Sync;
-/// Decodes params (raw JSON text) and starts the handler.
+/// Line mode: starts the line handler with one line (`None`: end of input).
 pub(crate) type NotificationFn =
     dyn Fn(Option<&str>) -> Result<BoxFuture<()>, serde_json::Error> + Send + Sync;
+/// A notification's params, decoded by the reader, for its handler.
+pub(crate) type Decoded = Box<dyn Any + Send>;
+/// Decodes a notification's params (raw JSON text), on the reader.
+pub(crate) type DecodeFn = dyn Fn(Option<&str>) -> Result<Decoded, serde_json::Error> + Send + Sync;
+/// Starts a notification's handler with what its decoder made, on the dispatcher.
+pub(crate) type RunFn = dyn Fn(Decoded) -> BoxFuture<()> + Send + Sync;
+
+/// A notification handler in two halves. The reader decodes (so a line is
+/// read once, and a params text that is not JSON is found before the next
+/// line is read); the dispatcher runs the handler, one at a time, in order.
+pub(crate) struct NotificationHandler {
+    pub(crate) decode: Box<DecodeFn>,
+    pub(crate) run: Box<RunFn>,
+}
 /// Called by the dispatcher after each batch of notifications.
 pub(crate) type BatchEndFn = dyn Fn() -> BoxFuture<()> + Send + Sync;
 /// Starts the fallback handler for an unknown method.
@@ -92,12 +107,12 @@ pub(crate) fn decode_params_str<P: DeserializeOwned>(params: Option<&str>) -> Re
 /// request's cancellation. Notification handlers run one at a time, in arrival
 /// order, on a dedicated task fed by a bounded queue. A request handler closure
 /// is called by the reader (to decode params and build the future), a
-/// notification handler closure by the dispatcher: keep them cheap and put the
-/// work in the returned future.
+/// notification handler closure by the dispatcher (with params the reader
+/// decoded): keep them cheap and put the work in the returned future.
 #[derive(Default)]
 pub struct Router {
     pub(crate) requests: HashMap<&'static str, Box<RequestFn>>,
-    pub(crate) notifications: HashMap<&'static str, Box<NotificationFn>>,
+    pub(crate) notifications: HashMap<&'static str, NotificationHandler>,
     pub(crate) fallback: Option<Box<FallbackFn>>,
     pub(crate) batch_end: Option<Box<BatchEndFn>>,
     /// Line mode ([`Router::lines`]): the handler of every line.
@@ -172,16 +187,18 @@ impl Router {
     /// If `method` is already registered or is `$/cancelRequest`.
     pub fn notification<P, F, Fut>(&mut self, method: &'static str, f: F) -> &mut Self
     where
-        P: DeserializeOwned,
+        P: DeserializeOwned + Send + 'static,
         F: Fn(P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         check_method(method, self.notifications.contains_key(method));
-        let handler = move |params: Option<&str>| {
-            let params: P = decode_params_str(params)?;
-            Ok(Box::pin(f(params)) as BoxFuture<()>)
+        let decode = |params: Option<&str>| decode_params_str::<P>(params).map(|p| Box::new(p) as Decoded);
+        let run = move |decoded: Decoded| {
+            let params = decoded.downcast::<P>().expect("decoded by this handler's own decoder");
+            Box::pin(f(*params)) as BoxFuture<()>
         };
-        self.notifications.insert(method, Box::new(handler));
+        self.notifications
+            .insert(method, NotificationHandler { decode: Box::new(decode), run: Box::new(run) });
         self
     }
 

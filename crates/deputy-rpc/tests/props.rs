@@ -218,3 +218,118 @@ proptest! {
         });
     }
 }
+
+// ------------------------------------------------------------ the fast path
+
+/// Pieces of near-notification lines: valid and invalid values, keys that
+/// the fast path takes and ones it must leave to the classifier.
+fn member() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "\"jsonrpc\"",
+        "\"method\"",
+        "\"params\"",
+        "\"id\"",
+        "\"result\"",
+        "\"x\"",
+        "\"meth\\u006fd\"",
+        "method",
+    ]);
+    let value = prop::sample::select(vec![
+        "\"2.0\"",
+        "\"1.0\"",
+        "\"event\"",
+        "\"ev\\\"ent\"",
+        "\"a\\u0000b\"",
+        "null",
+        "1",
+        "-2.5e3",
+        "true",
+        "{}",
+        "[]",
+        "{\"id\":\"s\",\"msg\":{\"type\":\"agent_message_delta\",\"delta\":\"x\\\"}\"}}",
+        "{\"a\":[1,{\"b\":\"]\"}]}",
+        "{\"a\":}",
+        "{\"a\":1",
+        "[1,2",
+        "{\"a\":1]}",
+        "\"unterminated",
+        "tru",
+        "{\"a\":\"\\\\\"}",
+        "{\"a\"  :  [ ]  }",
+        "01",
+        "{\"a\":1,}",
+    ]);
+    let ws = prop::sample::select(vec!["", " ", "\t", "\r\n ", "\u{a0}"]);
+    (ws.clone(), key, ws.clone(), ws.clone(), value, ws)
+        .prop_map(|(a, k, b, c, v, d)| format!("{a}{k}{b}:{c}{v}{d}"))
+}
+
+fn near_notification() -> impl Strategy<Value = Vec<u8>> {
+    let members = prop::collection::vec(member(), 0..5);
+    let tail = prop::sample::select(vec!["}", "}", "} ", "}}", "} x", ",}", "", "]"]);
+    let head = prop::sample::select(vec!["{", "{", " {", "[{", "x{"]);
+    (head, members, tail, any::<Option<(usize, u8)>>()).prop_map(|(h, m, t, flip)| {
+        let mut line = format!("{h}{}{t}", m.join(",")).into_bytes();
+        if let Some((at, byte)) = flip
+            && !line.is_empty()
+        {
+            let at = at % line.len();
+            line[at] = byte;
+        }
+        line
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// Whenever the fast path takes a line and its params are JSON (what
+    /// the reader's typed decode checks), the full classifier gives the
+    /// same notification: same method, same params text.
+    #[test]
+    fn the_fast_path_agrees_with_the_classifier(line in near_notification()) {
+        if let Some((method, params)) = deputy_rpc::message::plain_notification(&line) {
+            let params_are_json = params.is_none_or(|p| serde_json::from_str::<serde_json::Value>(p).is_ok());
+            if params_are_json {
+                match classify(&line) {
+                    Incoming::Single(deputy_rpc::message::Message::Notification { method: m, params: p }) => {
+                        prop_assert_eq!(m.as_ref(), method);
+                        prop_assert_eq!(p.map(|p| p.get()), params);
+                    }
+                    other => prop_assert!(false, "fast path took {:?}, the classifier says {:?}", String::from_utf8_lossy(&line), other),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_takes_the_lines_deputy_writes_and_leaves_the_rest() {
+    let plain =
+        br#"{"jsonrpc":"2.0","method":"event","params":{"id":"s","msg":{"type":"x","delta":"a\"}b"}}}"#;
+    assert_eq!(
+        deputy_rpc::message::plain_notification(plain),
+        Some(("event", Some(r#"{"id":"s","msg":{"type":"x","delta":"a\"}b"}}"#)))
+    );
+    assert_eq!(deputy_rpc::message::plain_notification(br#" { "method" : "m" } "#), Some(("m", None)));
+    assert_eq!(
+        deputy_rpc::message::plain_notification(br#"{"method":"m","params":null}"#),
+        Some(("m", None))
+    );
+    for other in [
+        &br#"{"jsonrpc":"2.0","id":1,"method":"m"}"#[..], // a request
+        br#"{"method":"m","method":"m"}"#,                // a duplicate
+        br#"{"method":"m\u0041"}"#,                       // an escape
+        br#"{"jsonrpc":"1.0","method":"m"}"#,             // a bad version
+        br#"{"method":"m"} {}"#,                          // two values
+        br#"{"method":"m","params":{"a":1}"#,             // cut short
+        b"{\"method\":\"\xff\"}",                         // not UTF-8
+    ] {
+        assert_eq!(
+            deputy_rpc::message::plain_notification(other),
+            None,
+            "{}",
+            String::from_utf8_lossy(other)
+        );
+    }
+}
