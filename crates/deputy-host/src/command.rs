@@ -95,7 +95,6 @@ impl AgentCommand {
         self
     }
 
-    /// The program.
     /// Runs the program under `deputy`'s reaper (`deputy __reap PROGRAM
     /// ARGS…`, the `deputy` binary found as for [`deputy_agent`](Self::deputy_agent)):
     /// a child subreaper that stays the program's parent, so a process its
