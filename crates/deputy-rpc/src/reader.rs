@@ -301,7 +301,7 @@ impl ReaderState {
         if let Some((method, params)) = plain_notification(line)
             && method != self.inner.config.cancel_style.method()
             && let Some((decode, handler)) = self.notifications.get(method)
-            && let Ok(decoded) = decode(params)
+            && let Ok(Ok(decoded)) = std::panic::catch_unwind(AssertUnwindSafe(|| decode(params)))
         {
             let handler = *handler;
             return self.queue(Job::Notify(handler, decoded)).await;
@@ -455,10 +455,16 @@ impl ReaderState {
             return Flow::Continue;
         };
         let handler = *handler;
-        match decode(params.map(RawValue::get)) {
-            Ok(decoded) => self.queue(Job::Notify(handler, decoded)).await,
-            Err(e) => {
+        // A params type's own `Deserialize` may panic: that skips this
+        // notification, as a handler's panic does, and not the connection.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| decode(params.map(RawValue::get)))) {
+            Ok(Ok(decoded)) => self.queue(Job::Notify(handler, decoded)).await,
+            Ok(Err(e)) => {
                 warn!(method, error = %e, "skipping a notification whose params do not decode");
+                Flow::Continue
+            }
+            Err(_) => {
+                error!(method, "decoding a notification's params panicked");
                 Flow::Continue
             }
         }

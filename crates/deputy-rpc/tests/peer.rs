@@ -926,3 +926,36 @@ async fn batch_end_runs_after_each_batch_of_notifications() {
     rx.recv().await.unwrap();
     assert_eq!(*log.lock().unwrap(), ["1", "2", "3", "end", "4", "end"]);
 }
+
+/// Params are decoded by the reader: a params type whose `Deserialize`
+/// panics skips that notification (as a panicking handler does), in the
+/// plain shape and in any other, and the connection goes on.
+#[tokio::test]
+async fn a_panicking_params_decoder_skips_the_notification_not_the_connection() {
+    struct Touchy(u32);
+    impl<'de> Deserialize<'de> for Touchy {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let v = u32::deserialize(d)?;
+            assert!(v != 13, "unlucky");
+            Ok(Touchy(v))
+        }
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.notification("n", move |t: Touchy| {
+        let tx = tx.clone();
+        async move { tx.send(t.0).unwrap() }
+    });
+    let (peer, conn, mut raw) = raw_peer(r, PeerConfig::default());
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":1}\n").await;
+    raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":13}\n").await; // plain shape
+    raw.send(b"{\"params\":13,\"method\":\"n\",\"x\":0}\n").await; // the full classifier's path
+    raw.send(b"{\"method\":\"n\",\"params\":\"two\"}\n").await; // does not decode: skipped
+    raw.send(b"{\"x\":1,\"method\":\"n\",\"params\":3}\n").await;
+    assert_eq!(rx.recv().await, Some(1));
+    assert_eq!(rx.recv().await, Some(3));
+    raw.eof().await;
+    drop(peer);
+    assert!(matches!(conn.wait().await, CloseReason::Eof));
+    assert_eq!(raw.line().await, None, "nothing is answered");
+}
