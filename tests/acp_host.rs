@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::npm::{acp_sdk_entry, skip_node_tests};
 use common::*;
 use deputy_host::{
-    AgentCommand, AgentProtocol, ApprovalRequest, ApproveAll, CancellationToken, ChannelApprover,
+    AgentCommand, AgentProtocol, ApprovalRequest, ApproveAll, Approver, CancellationToken, ChannelApprover,
     Conversation, ConversationConfig, DenyAll, Ending, EventFilter, FnApprover, HostError,
 };
 use deputy_protocol::{
@@ -43,6 +43,13 @@ fn config(cwd: &Path) -> ConversationConfig {
     ConversationConfig::new(SessionStartParams::new(cwd.canonicalize().unwrap()))
         .protocol(AgentProtocol::Acp)
         .event_filter(EventFilter::All)
+}
+
+/// The fixture agent, spawned with the default config in `cwd`.
+async fn spawn_fixture(cwd: &Path, approver: impl Approver + 'static) -> Conversation {
+    Conversation::spawn(fixture_agent(&[]), config(cwd), Arc::new(approver), CancellationToken::new())
+        .await
+        .unwrap()
 }
 
 /// How long one event may take.
@@ -74,14 +81,7 @@ async fn host_runs_turns_with_approvals_against_the_sdk_agent() {
         ApprovalRequest::Exec(p) if p.command.join(" ").contains("touch") => ReviewDecision::Denied,
         _ => ReviewDecision::Approved,
     });
-    let mut conv = Conversation::spawn(
-        fixture_agent(&[]),
-        config(cwd.path()),
-        Arc::new(approver),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let mut conv = spawn_fixture(cwd.path(), approver).await;
     assert_eq!(conv.session_id(), "fixture-1");
     assert_eq!(conv.agent_info().agent_info.name, "deputy-acp-fixture");
 
@@ -254,14 +254,7 @@ async fn an_approval_after_many_small_writes_reaches_a_caller_that_reads_no_even
     }
     let cwd = tempfile::tempdir().unwrap();
     let (approver, mut approvals) = ChannelApprover::new(4);
-    let mut conv = Conversation::spawn(
-        fixture_agent(&[]),
-        config(cwd.path()),
-        Arc::new(approver),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let mut conv = spawn_fixture(cwd.path(), approver).await;
     let turn = conv.submit(Op::text("chatty 20 echo after-the-chatter")).await.unwrap();
     let pending = tokio::time::timeout(Duration::from_secs(20), approvals.recv())
         .await
@@ -302,14 +295,7 @@ async fn interrupt_during_a_command_aborts_the_turn_and_the_command_dies() {
         return;
     }
     let cwd = tempfile::tempdir().unwrap();
-    let mut conv = Conversation::spawn(
-        fixture_agent(&[]),
-        config(cwd.path()),
-        Arc::new(ApproveAll),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let mut conv = spawn_fixture(cwd.path(), ApproveAll).await;
     let (turn, sleep) = start_sleep_30(&mut conv).await;
     conv.submit(Op::Interrupt).await.unwrap();
     let events = turn_events(&mut conv, &turn).await;

@@ -14,13 +14,14 @@ fn readme_embeds_the_compiled_example_verbatim() {
     );
 }
 
-#[test]
-fn the_embedding_example_runs_a_delegated_turn() {
-    // Built by `cargo test` next to the test binaries' folder.
-    let exe = common::deputy_bin().with_file_name("examples").join("embed");
+/// Runs the example `name` (built by `cargo test` next to the test
+/// binaries' folder) against the real `deputy agent`; its stdout once it
+/// exited 0, or `None` if it was not built.
+fn run_example(name: &str) -> Option<String> {
+    let exe = common::deputy_bin().with_file_name("examples").join(name);
     if !exe.is_file() {
         eprintln!("skipped: {} was not built", exe.display());
-        return;
+        return None;
     }
     let home = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(exe)
@@ -29,46 +30,24 @@ fn the_embedding_example_runs_a_delegated_turn() {
         .current_dir(home.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    Some(stdout)
+}
+
+#[test]
+fn the_embedding_example_runs_a_delegated_turn() {
+    let Some(stdout) = run_example("embed") else { return };
     assert!(stdout.contains("delegated"), "{stdout}");
     assert!(stdout.contains("TaskComplete"), "{stdout}");
 }
 
 #[test]
 fn the_conversation_example_runs_two_turns_and_shuts_down() {
-    let exe = common::deputy_bin().with_file_name("examples").join("conversation");
-    if !exe.is_file() {
-        eprintln!("skipped: {} was not built", exe.display());
-        return;
-    }
-    let home = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(exe)
-        .env("DEPUTY_BIN", common::deputy_bin())
-        .env("DEPUTY_HOME", home.path())
-        .current_dir(home.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let Some(stdout) = run_example("conversation") else { return };
     for needle in
         ["hello", "again", "turn-0: TaskComplete", "turn-1: TaskComplete", "the agent ended: Graceful"]
     {
         assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
     }
-}
-
-#[test]
-fn readme_shows_the_testing_recipes_verbatim() {
-    // Each recipe is a test file of this repository, so it is proven by
-    // `cargo test`; the README must show exactly that file.
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
-    for recipe in
-        ["tests/recipe_scripted_agent.rs", "tests/recipe_agent_under_test.rs", "tests/recipe_exec_json.rs"]
-    {
-        let code = std::fs::read_to_string(common::repo_root().join(recipe)).unwrap();
-        let block = format!("```rust\n{code}```");
-        assert!(readme.contains(&block), "README.md does not show {recipe} verbatim; paste it again");
-    }
-    assert!(readme.contains("deputy check -- deputy agent"), "the `deputy check` section");
 }
