@@ -43,53 +43,47 @@ pub(crate) type Output = Box<dyn AsyncWrite + Unpin + Send>;
 /// Stdin and stdout, each reactor-driven where possible. Must be called
 /// inside the runtime (registering an fd needs its reactor).
 pub(crate) fn stdio() -> (Input, Output) {
-    let stdin = io::stdin();
-    let input: Input = if is_socket(stdin.as_fd()) {
-        match Socket::dup_of(stdin.as_fd(), Interest::READABLE) {
-            Ok(socket) => {
-                debug!("stdin is a socket: reading it with the reactor");
-                Box::new(socket)
-            }
-            Err(e) => blocking_stdin(&e),
+    let input: Input = match reactor_stdin() {
+        Ok((input, kind)) => {
+            debug!("stdin is a {kind}: reading it with the reactor");
+            input
         }
-    } else {
-        match pipe::OpenOptions::new().open_receiver("/proc/self/fd/0") {
-            Ok(pipe) => {
-                debug!("stdin is a pipe: reading it with the reactor");
-                Box::new(pipe)
-            }
-            Err(e) => blocking_stdin(&e),
+        Err(e) => {
+            debug!(error = %e, "stdin is neither a pipe nor a socket the reactor can drive: reading it on the blocking pool");
+            Box::new(tokio::io::stdin())
         }
     };
-    let stdout = io::stdout();
-    let output: Output = if is_socket(stdout.as_fd()) {
-        match Socket::dup_of(stdout.as_fd(), Interest::WRITABLE) {
-            Ok(socket) => {
-                debug!("stdout is a socket: writing it with the reactor");
-                Box::new(socket)
-            }
-            Err(e) => blocking_stdout(&e),
+    let output: Output = match reactor_stdout() {
+        Ok((output, kind)) => {
+            debug!("stdout is a {kind}: writing it with the reactor");
+            output
         }
-    } else {
-        match open_sender("/proc/self/fd/1") {
-            Ok(pipe) => {
-                debug!("stdout is a pipe: writing it with the reactor");
-                Box::new(pipe)
-            }
-            Err(e) => blocking_stdout(&e),
+        Err(e) => {
+            debug!(error = %e, "stdout is neither a pipe nor a socket the reactor can drive: writing it on the blocking pool");
+            Box::new(tokio::io::stdout())
         }
     };
     (input, output)
 }
 
-fn blocking_stdin(why: &io::Error) -> Input {
-    debug!(error = %why, "stdin is neither a pipe nor a socket the reactor can drive: reading it on the blocking pool");
-    Box::new(tokio::io::stdin())
+/// Stdin driven by the reactor, and what it is (`socket` or `pipe`).
+fn reactor_stdin() -> io::Result<(Input, &'static str)> {
+    let stdin = io::stdin();
+    if is_socket(stdin.as_fd()) {
+        Ok((Box::new(Socket::dup_of(stdin.as_fd(), Interest::READABLE)?), "socket"))
+    } else {
+        Ok((Box::new(pipe::OpenOptions::new().open_receiver("/proc/self/fd/0")?), "pipe"))
+    }
 }
 
-fn blocking_stdout(why: &io::Error) -> Output {
-    debug!(error = %why, "stdout is neither a pipe nor a socket the reactor can drive: writing it on the blocking pool");
-    Box::new(tokio::io::stdout())
+/// Stdout driven by the reactor, and what it is (`socket` or `pipe`).
+fn reactor_stdout() -> io::Result<(Output, &'static str)> {
+    let stdout = io::stdout();
+    if is_socket(stdout.as_fd()) {
+        Ok((Box::new(Socket::dup_of(stdout.as_fd(), Interest::WRITABLE)?), "socket"))
+    } else {
+        Ok((Box::new(open_sender("/proc/self/fd/1")?), "pipe"))
+    }
 }
 
 fn open_sender(path: &str) -> io::Result<pipe::Sender> {

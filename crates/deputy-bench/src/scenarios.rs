@@ -433,8 +433,9 @@ pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
     // editor, an agent host): a spawner that forks copies the page tables
     // of all of it on every spawn; `posix_spawn` copies nothing.
     let ballast = std::hint::black_box(vec![1u8; 256 << 20]);
-    let mut heavy = Vec::with_capacity(runs);
-    for _ in 0..runs.min(50) {
+    let heavy_runs = runs.min(50);
+    let mut heavy = Vec::with_capacity(heavy_runs);
+    for _ in 0..heavy_runs {
         heavy.push(timed_spawn(bench).await?);
     }
     drop(ballast);
@@ -448,7 +449,7 @@ pub async fn spawn(bench: &Bench) -> Result<Vec<Figure>> {
         Figure::new("spawn", "the same, floor run back to back", s.median, "ms").floor(back_to_back.median).runs(runs),
         Figure::new("spawn", "the same, host holding 256 MiB", heavy.median, "ms")
             .floor(s.median)
-            .runs(runs.min(50)),
+            .runs(heavy_runs),
     ])
 }
 
